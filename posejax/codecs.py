@@ -1,0 +1,151 @@
+"""Keypoints <-> heatmaps: Gaussian rendering, decoding and flipping, in jnp.
+
+Coordinates follow DESIGN.md: (x, y), 0-based, the centre of the top-left pixel
+is (0, 0), in input-image pixels. A heatmap of stride `s` covers the input
+exactly, so heatmap pixel edges line up with input pixel edges:
+
+    x_heatmap = (x_input + 0.5) / s - 0.5
+
+With this convention a horizontal flip of the heatmap array is exactly a flip of
+the input (x -> W - 1 - x in both), so flip test needs no pixel shift.
+
+Everything here is pure jnp and runs inside the jitted train/predict steps: the
+host ships coordinates, never maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def input_to_heatmap(xy: jax.Array, stride: int) -> jax.Array:
+  return (xy + 0.5) / stride - 0.5
+
+
+def heatmap_to_input(xy: jax.Array, stride: int) -> jax.Array:
+  return (xy + 0.5) * stride - 0.5
+
+
+def render_heatmaps(
+    keypoints: jax.Array,
+    visibility: jax.Array,
+    heatmap_size: tuple[int, int],
+    stride: int,
+    sigma: float,
+) -> tuple[jax.Array, jax.Array]:
+  """Renders one unnormalised Gaussian (peak 1) per keypoint.
+
+  Args:
+    keypoints: (..., K, 2) float, input pixels.
+    visibility: (..., K) int, COCO convention (0 = not labelled).
+    heatmap_size: (height, width) of the maps.
+    stride: input pixels per heatmap pixel.
+    sigma: Gaussian standard deviation in heatmap pixels.
+
+  Returns:
+    heatmaps (..., H, W, K) float32 and target weights (..., K) float32. A joint
+    gets weight 0 when it is not labelled or its centre falls off the map (its
+    peak could not be decoded); its map is then all zeros.
+  """
+  height, width = heatmap_size
+  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride)
+  cx, cy = centre[..., 0], centre[..., 1]
+  on_map = (cx >= -0.5) & (cx < width - 0.5) & (cy >= -0.5) & (cy < height - 0.5)
+  weight = ((visibility > 0) & on_map).astype(jnp.float32)
+  # The Gaussian is separable: two 1-D profiles and an outer product are far
+  # cheaper than evaluating exp on the full H x W grid per joint.
+  xs = jnp.arange(width, dtype=jnp.float32)
+  ys = jnp.arange(height, dtype=jnp.float32)
+  gx = jnp.exp(-((xs - cx[..., None]) ** 2) / (2 * sigma**2))  # (..., K, W)
+  gy = jnp.exp(-((ys - cy[..., None]) ** 2) / (2 * sigma**2))  # (..., K, H)
+  gy = gy * weight[..., None]
+  heatmaps = jnp.einsum('...kh,...kw->...hwk', gy, gx)
+  return heatmaps, weight
+
+
+def decode_heatmaps(
+    heatmaps: jax.Array, stride: int) -> tuple[jax.Array, jax.Array]:
+  """Argmax with a quarter-pixel step toward the higher neighbour.
+
+  Args:
+    heatmaps: (..., H, W, K).
+    stride: input pixels per heatmap pixel.
+
+  Returns:
+    keypoints (..., K, 2) float32 in input pixels, and scores (..., K), the
+    peak value of each map.
+  """
+  heatmaps = heatmaps.astype(jnp.float32)
+  *batch, height, width, k = heatmaps.shape
+  flat = heatmaps.reshape(*batch, height * width, k)
+  index = jnp.argmax(flat, axis=-2)  # (..., K)
+  score = jnp.max(flat, axis=-2)
+  x = index % width
+  y = index // width
+
+  def value_at(xx, yy):
+    flat_index = jnp.clip(yy, 0, height - 1) * width + jnp.clip(xx, 0, width - 1)
+    return jnp.take_along_axis(flat, flat_index[..., None, :], axis=-2)[..., 0, :]
+
+  dx = value_at(x + 1, y) - value_at(x - 1, y)
+  dy = value_at(x, y + 1) - value_at(x, y - 1)
+  # Only step where both neighbours exist; on the border the difference is
+  # against the peak itself and says nothing about the sub-pixel position.
+  dx = jnp.where((x > 0) & (x < width - 1), dx, 0.0)
+  dy = jnp.where((y > 0) & (y < height - 1), dy, 0.0)
+  xy = jnp.stack([x + 0.25 * jnp.sign(dx), y + 0.25 * jnp.sign(dy)], axis=-1)
+  return heatmap_to_input(xy.astype(jnp.float32), stride), score
+
+
+def flip_heatmaps(heatmaps: jax.Array, flip_index) -> jax.Array:
+  """Mirrors (..., H, W, K) maps left-right and swaps left/right channels."""
+  return jnp.take(heatmaps[..., ::-1, :], jnp.asarray(flip_index), axis=-1)
+
+
+def flip_keypoints(keypoints, visibility, width: int, flip_index):
+  """Mirrors keypoints in an image of `width` pixels and swaps pairs."""
+  flip_index = np.asarray(flip_index)
+  x = (width - 1) - keypoints[..., 0]
+  flipped = jnp.stack([x, keypoints[..., 1]], axis=-1)
+  return flipped[..., flip_index, :], visibility[..., flip_index]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeatmapCodec:
+  """Encodes keypoints into Gaussian heatmaps and decodes them back."""
+
+  input_size: tuple[int, int]  # (height, width) of the network input
+  stride: int = 4
+  sigma: float = 2.0
+
+  def __post_init__(self):
+    h, w = self.input_size
+    if h % self.stride or w % self.stride:
+      raise ValueError(
+          f'input size {self.input_size} is not divisible by the heatmap '
+          f'stride {self.stride}; change input.size or codec.stride.')
+
+  @property
+  def heatmap_size(self) -> tuple[int, int]:
+    return (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
+
+  def encode(self, keypoints, visibility):
+    return render_heatmaps(
+        keypoints, visibility, self.heatmap_size, self.stride, self.sigma)
+
+  def decode(self, heatmaps):
+    return decode_heatmaps(heatmaps, self.stride)
+
+
+def codec_from_config(config) -> HeatmapCodec:
+  if config.codec.name != 'heatmap':
+    raise ValueError(
+        f'Unknown codec.name {config.codec.name!r}; known: [\'heatmap\'].')
+  return HeatmapCodec(
+      input_size=tuple(config.input.size),
+      stride=config.codec.stride,
+      sigma=config.codec.sigma)

@@ -1,0 +1,55 @@
+"""Datasets: TFDS builders (one module each) and the tf.data pipeline.
+
+`get_builder(config.dataset)` returns a prepared builder, building it on first
+use; every problem with the data location is reported here, before any model
+is compiled.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_datasets as tfds
+
+from posejax.data import coco_keypoints
+
+BUILDERS = {'coco_keypoints': coco_keypoints.CocoKeypoints}
+
+
+def _builder_config(dataset_config):
+  cls = BUILDERS[dataset_config.name]
+  name = dataset_config.config
+  if dataset_config.name == 'coco_keypoints' and name == 'synthetic':
+    return coco_keypoints.synthetic_config(**dataset_config.synthetic)
+  known = [c.name for c in cls.BUILDER_CONFIGS]
+  if name not in known:
+    raise ValueError(
+        f'Unknown dataset.config {name!r} for {dataset_config.name}; '
+        f'known: {known}.')
+  return name
+
+
+def get_builder(dataset_config, prepare: bool = True) -> tfds.core.DatasetBuilder:
+  """Builder for `config.dataset`; builds the records if they are not there."""
+  if dataset_config.name not in BUILDERS:
+    raise ValueError(
+        f'Unknown dataset.name {dataset_config.name!r}; known: {sorted(BUILDERS)}.')
+  if not dataset_config.data_dir:
+    raise ValueError('dataset.data_dir is empty: set --config.dataset.data_dir '
+                     'to the folder that holds (or will hold) the TFDS records.')
+  data_dir = os.path.expanduser(dataset_config.data_dir)
+  builder = BUILDERS[dataset_config.name](
+      config=_builder_config(dataset_config), data_dir=data_dir)
+  if prepare and not builder.is_prepared():
+    needs_manual = builder.builder_config.synthetic is None
+    manual_dir = dataset_config.get('manual_dir')
+    if needs_manual and (not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir))):
+      raise FileNotFoundError(
+          f'{dataset_config.name}/{dataset_config.config} is not built in '
+          f'{data_dir} and dataset.manual_dir ({manual_dir!r}) is not a folder. '
+          'Point --config.dataset.manual_dir at the downloaded files:\n'
+          + builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=download_config)
+  return builder

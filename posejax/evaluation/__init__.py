@@ -1,0 +1,1 @@
+"""Metrics, one family per module: `coco` (OKS AP via pycocotools), `pck`."""

@@ -1,0 +1,36 @@
+"""Heatmap losses; every stage of a multi-stage network is supervised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def heatmap_mse(pred: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+  """Masked MSE of (B, H, W, K) maps; `weight` (B, K) masks joints.
+
+  Halved and averaged over every pixel of every joint, as in the HRNet and
+  SimpleBaselines JointsMSELoss, so that loss values compare with theirs.
+  """
+  pred = pred.astype(jnp.float32)
+  diff = (pred - target) * weight[:, None, None, :]
+  return 0.5 * jnp.mean(diff**2)
+
+
+def multi_stage_loss(
+    outputs: Sequence[jax.Array],
+    target: jax.Array,
+    weight: jax.Array,
+    stage_weights: Sequence[float] | None = None,
+) -> jax.Array:
+  """Sum over stages of the masked MSE (intermediate supervision)."""
+  if stage_weights is None:
+    stage_weights = [1.0] * len(outputs)
+  if len(stage_weights) != len(outputs):
+    raise ValueError(
+        f'loss.stage_weights has {len(stage_weights)} entries but the model '
+        f'returns {len(outputs)} stages.')
+  return sum(w * heatmap_mse(o, target, weight)
+             for w, o in zip(stage_weights, outputs))

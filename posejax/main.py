@@ -1,0 +1,25 @@
+"""`python -m posejax.main --config=configs/<experiment>.py --workdir=DIR`."""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from posejax import train
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs and eval outputs.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
+               jax.process_count(), jax.devices())
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

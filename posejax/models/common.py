@@ -1,0 +1,193 @@
+"""Building blocks shared by the convolutional pose networks (HRNet, ResNet).
+
+Everything here follows the PyTorch originals (torchvision ResNet, the official
+HRNet `pose_hrnet.py`) closely enough that their checkpoints map onto these
+modules one parameter at a time:
+
+* convolutions inside blocks have no bias; padding is explicit and equal to
+  PyTorch's (`k // 2` on every side), so stride-2 convolutions give exactly
+  PyTorch's output size and sampling grid (`'SAME'` would pad bottom/right
+  only and shift the grid by one pixel);
+* BatchNorm uses PyTorch's defaults: momentum 0.1 in PyTorch's convention
+  (0.9 in Flax's), epsilon 1e-5, scale 1, bias 0;
+* convolution kernels start from normal(std=0.001) and biases from 0, as the
+  official HRNet `init_weights` does.
+
+All modules take `dtype`, the computation dtype (e.g. `jnp.bfloat16`); the
+parameters stay float32 and Flax computes the BatchNorm statistics in float32.
+
+Naming: a `ConvBN` named `X` has children `conv` and `bn`, which correspond to
+the entries `X.0` and `X.1` of a PyTorch `nn.Sequential(conv, bn[, relu])`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# ImageNet statistics on [0, 1] RGB, as used by torchvision-pretrained models.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# PyTorch BatchNorm2d defaults (momentum 0.1 == Flax momentum 0.9).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+# Official HRNet `init_weights`: conv weights ~ N(0, 0.001^2), biases 0.
+conv_kernel_init = nn.initializers.normal(stddev=0.001)
+conv_bias_init = nn.initializers.zeros
+
+Dtype = Any
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+  """Maps uint8 NHWC RGB images to float32 with ImageNet mean/std.
+
+  Args:
+    images: (..., H, W, 3) uint8 (or any real dtype in [0, 255]) RGB images.
+
+  Returns:
+    float32 array of the same shape: `(images / 255 - mean) / std`.
+  """
+  if images.shape[-1] != 3:
+    raise ValueError(
+        f'normalize_images expects RGB images with 3 channels last (NHWC), '
+        f'got shape {images.shape}.')
+  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+  std = jnp.asarray(IMAGENET_STD, jnp.float32)
+  return (images.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def conv(features: int,
+         kernel_size: int,
+         *,
+         strides: int = 1,
+         use_bias: bool = False,
+         dtype: Dtype = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+  """A square convolution with PyTorch-style symmetric padding `k // 2`."""
+  pad = kernel_size // 2
+  return nn.Conv(
+      features=features,
+      kernel_size=(kernel_size, kernel_size),
+      strides=(strides, strides),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      kernel_init=conv_kernel_init,
+      bias_init=conv_bias_init,
+      name=name)
+
+
+def batch_norm(train: bool,
+               *,
+               dtype: Dtype = jnp.float32,
+               name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults; batch statistics only in training."""
+  return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=BN_MOMENTUM,
+      epsilon=BN_EPSILON,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      scale_init=nn.initializers.ones,
+      bias_init=nn.initializers.zeros,
+      name=name)
+
+
+class ConvBN(nn.Module):
+  """Conv (no bias) + BatchNorm, optionally followed by ReLU.
+
+  Corresponds to PyTorch's `nn.Sequential(Conv2d(bias=False), BatchNorm2d
+  [, ReLU])`: child `conv` is entry `0` and child `bn` entry `1`.
+  """
+
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  relu: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = conv(self.features, self.kernel_size, strides=self.strides,
+             dtype=self.dtype, name='conv')(x)
+    x = batch_norm(train, dtype=self.dtype, name='bn')(x)
+    if self.relu:
+      x = nn.relu(x)
+    return x
+
+
+class BasicBlock(nn.Module):
+  """ResNet basic block: two 3x3 convs + identity (expansion 1).
+
+  Children `conv1`, `bn1`, `conv2`, `bn2` and, with `downsample=True`, a
+  `ConvBN` named `downsample` (1x1 conv with the block's stride + BN) on the
+  shortcut, as in torchvision and the official HRNet code.
+  """
+
+  planes: int
+  strides: int = 1
+  downsample: bool = False
+  dtype: Dtype = jnp.float32
+
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    residual = x
+    y = conv(self.planes, 3, strides=self.strides, dtype=self.dtype,
+             name='conv1')(x)
+    y = batch_norm(train, dtype=self.dtype, name='bn1')(y)
+    y = nn.relu(y)
+    y = conv(self.planes, 3, dtype=self.dtype, name='conv2')(y)
+    y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
+    if self.downsample:
+      residual = ConvBN(self.planes * self.expansion, kernel_size=1,
+                        strides=self.strides, relu=False, dtype=self.dtype,
+                        name='downsample')(x, train)
+    return nn.relu(y + residual)
+
+
+class Bottleneck(nn.Module):
+  """ResNet bottleneck block: 1x1, 3x3 (strided), 1x1 convs (expansion 4).
+
+  The stride sits on the 3x3 conv (torchvision "v1.5" and official HRNet).
+  Children `conv1..3`, `bn1..3` and optionally `downsample` (see BasicBlock).
+  """
+
+  planes: int
+  strides: int = 1
+  downsample: bool = False
+  dtype: Dtype = jnp.float32
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    residual = x
+    y = conv(self.planes, 1, dtype=self.dtype, name='conv1')(x)
+    y = batch_norm(train, dtype=self.dtype, name='bn1')(y)
+    y = nn.relu(y)
+    y = conv(self.planes, 3, strides=self.strides, dtype=self.dtype,
+             name='conv2')(y)
+    y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
+    y = nn.relu(y)
+    y = conv(self.planes * self.expansion, 1, dtype=self.dtype,
+             name='conv3')(y)
+    y = batch_norm(train, dtype=self.dtype, name='bn3')(y)
+    if self.downsample:
+      residual = ConvBN(self.planes * self.expansion, kernel_size=1,
+                        strides=self.strides, relu=False, dtype=self.dtype,
+                        name='downsample')(x, train)
+    return nn.relu(y + residual)
+
+
+def needs_downsample(in_features: int, planes: int, strides: int,
+                     expansion: int) -> bool:
+  """Whether a block needs a projection shortcut (torchvision's rule)."""
+  return strides != 1 or in_features != planes * expansion

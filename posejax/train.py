@@ -1,0 +1,227 @@
+"""The training loop: state, sharded step, periodic eval, checkpoints, writers.
+
+`train_and_evaluate(config, workdir)` is importable from a notebook; `main.py`
+only parses flags. The step is one `jax.jit` with explicit shardings: the batch
+is split over the mesh axis `data`, the state is replicated and donated.
+Heatmap targets are rendered inside the step from the keypoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from posejax import codecs
+from posejax import config_lib
+from posejax import keypoints as keypoints_lib
+from posejax import losses
+from posejax import models
+from posejax import sharding
+from posejax.models import common
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self):
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def make_schedule(optim_config, num_steps: int) -> optax.Schedule:
+  """Linear warm-up, then cosine to zero or step decay at fixed steps."""
+  lr = optim_config.learning_rate
+  warmup = optim_config.warmup_steps
+  if optim_config.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(lr, max(num_steps - warmup, 1))
+  elif optim_config.schedule == 'step':
+    main = optax.piecewise_constant_schedule(
+        lr, {int(b) - warmup: optim_config.decay_factor
+             for b in optim_config.decay_steps})
+  else:
+    raise ValueError(f"optim.schedule must be 'cosine' or 'step', got "
+                     f'{optim_config.schedule!r}.')
+  if warmup == 0:
+    return main
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def make_optimizer(optim_config, num_steps: int):
+  schedule = make_schedule(optim_config, num_steps)
+  if optim_config.weight_decay:
+    tx = optax.adamw(schedule, weight_decay=optim_config.weight_decay)
+  else:
+    tx = optax.adam(schedule)
+  if optim_config.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip_norm), tx)
+  return tx, schedule
+
+
+def create_train_state(model, tx, rng, input_size, mesh) -> TrainState:
+  """Initialises the replicated state directly on the mesh."""
+  def init(rng):
+    x = jnp.zeros((1, *input_size, 3), model.dtype)
+    variables = model.init(rng, x, train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(params))
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+def train_step(state: TrainState, batch: dict, *, model, codec, tx,
+               stage_weights=None):
+  """One optimisation step on a global batch; returns the state and metrics."""
+  images = common.normalize_images(batch['image']).astype(model.dtype)
+  targets, weights = codec.encode(batch['keypoints'], batch['visibility'])
+
+  def loss_fn(params):
+    outputs, new_model_state = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, images,
+        train=True, mutable=['batch_stats'])
+    loss = losses.multi_stage_loss(outputs, targets, weights, stage_weights)
+    return loss, new_model_state
+
+  (loss, new_model_state), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      batch_stats=new_model_state['batch_stats'],
+      opt_state=opt_state)
+  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def jit_train_step(model, codec, tx, mesh, state, stage_weights=None):
+  """The sharded, donating jit of `train_step` for this mesh."""
+  step = functools.partial(train_step, model=model, codec=codec, tx=tx,
+                           stage_weights=stage_weights)
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  return jax.jit(
+      step,
+      in_shardings=(state_sharding, sharding.data_sharding(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
+  step = manager.latest_step()
+  if step is None:
+    return state
+  logging.info('Resuming from the checkpoint of step %d.', step)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+class Setup:
+  """Everything a run derives from its config, built before any compilation."""
+
+  def __init__(self, config):
+    from posejax import data  # TensorFlow stays out of the model/step imports.
+    config_lib.validate(config)
+    self.config = config
+    self.spec = keypoints_lib.get_spec(config.dataset.keypoints)
+    self.codec = codecs.codec_from_config(config)
+    self.model = models.build_model(config.model, self.spec.num_keypoints)
+    self.mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_size(config.train.global_batch_size, self.mesh,
+                              'train.global_batch_size')
+    sharding.check_batch_size(config.eval.batch_size, self.mesh, 'eval.batch_size')
+    self.builder = data.get_builder(config.dataset)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints).
+
+  Returns the final evaluation metrics.
+  """
+  from posejax import eval as eval_lib
+  from posejax.data import pipeline
+
+  setup = Setup(config)
+  model, mesh = setup.model, setup.mesh
+  num_steps = config.train.num_steps
+  tx, schedule = make_optimizer(config.optim, num_steps)
+  init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  state = create_train_state(model, tx, init_rng, tuple(config.input.size), mesh)
+  manager = checkpoint_manager(workdir, config.train.keep_checkpoints)
+  state = restore_latest(manager, state)
+  start_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(config_lib.flatten(config))
+  logging.info('Parameters: %s',
+               f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
+
+  step_fn = jit_train_step(model, setup.codec, tx, mesh, state,
+                           config.loss.get('stage_weights'))
+  train_iter = pipeline.train_dataset(
+      setup.builder, config, start_step=start_step,
+      process_index=jax.process_index(),
+      process_count=jax.process_count()).as_numpy_iterator()
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  hooks = [report]
+  if jax.process_index() == 0 and config.train.get('profile', False):
+    hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
+
+  pending = []
+  metrics = {}
+  for step in range(start_step + 1, num_steps + 1):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      batch = sharding.global_batch(next(train_iter), mesh)
+      state, step_metrics = step_fn(state, batch)
+    pending.append(step_metrics)
+    for hook in hooks:
+      hook(step)
+    last = step == num_steps
+    save = step % config.train.checkpoint_every_steps == 0 or last
+    if step % config.train.log_every_steps == 0 or save:
+      # The only host sync of the loop, at logging (and checkpoint) steps.
+      summary = {k: float(np.mean(v)) for k, v in
+                 jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *pending)).items()}
+      pending = []
+      if not np.isfinite(summary['loss']):
+        manager.wait_until_finished()
+        raise FloatingPointError(
+            f'Loss is {summary["loss"]} at step {step}; stopping. The last good '
+            f'checkpoint (step {manager.latest_step()}) is kept in {workdir}. '
+            'Lower optim.learning_rate or raise optim.warmup_steps.')
+      summary['learning_rate'] = float(schedule(step - 1))
+      writer.write_scalars(step, summary)
+    if save:
+      manager.save(step, args=ocp.args.StandardSave(state))
+    if (config.train.eval_every_steps and step % config.train.eval_every_steps == 0) or last:
+      with report.timed('eval'):
+        metrics = eval_lib.evaluate(setup, state.variables, workdir, step)
+      writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+  if not metrics:  # Resumed a finished run: evaluate its last checkpoint.
+    metrics = eval_lib.evaluate(setup, state.variables, workdir, int(state.step))
+  manager.wait_until_finished()
+  writer.flush()
+  return metrics

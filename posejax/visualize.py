@@ -1,0 +1,173 @@
+"""Drawing: skeletons on images, image grids, PNG output. numpy + cv2 only.
+
+Images are RGB uint8 (H, W, 3) throughout; conversion to OpenCV's BGR happens
+only in `save_png`. `KeypointSpec.colors()` is BGR, so it is reversed here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from posejax.keypoints import KeypointSpec
+
+# cv2 drawing with `shift=_SHIFT` takes integer coordinates in units of
+# 1 / 2**_SHIFT pixel, which gives sub-pixel placement.
+_SHIFT = 4
+_ONE = 1 << _SHIFT
+
+
+def _check_rgb(image: np.ndarray, what: str) -> np.ndarray:
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(
+        f'{what} expects an RGB uint8 image (H, W, 3); got {image.dtype} '
+        f'{image.shape}.')
+  return image
+
+
+def _fixed(v: float) -> int:
+  # Clipped so far-off points cannot overflow cv2's int coordinates.
+  return int(round(min(max(v, -1e6), 1e6) * _ONE))
+
+
+def keypoint_colors_rgb(spec: KeypointSpec) -> np.ndarray:
+  """(K, 3) uint8 RGB colour per keypoint (the spec's BGR colours reversed)."""
+  return spec.colors()[:, ::-1].copy()
+
+
+def draw_pose(image: np.ndarray,
+              keypoints: np.ndarray,
+              scores: np.ndarray | None,
+              spec: KeypointSpec,
+              threshold: float = 0.3,
+              radius: float | None = None,
+              thickness: int | None = None) -> np.ndarray:
+  """Draws skeletons and joints on a copy of an RGB image.
+
+  A joint is drawn when its score > threshold and its coordinates are finite;
+  a limb (`spec.skeleton` edge) when both its ends are drawn. Joints take the
+  spec's colour (converted to RGB); a limb takes its ends' colour when they
+  agree, else their mean. Limbs are drawn first, joints on top, anti-aliased
+  with sub-pixel accuracy; (0, 0) is the centre of the top-left pixel.
+
+  Args:
+    image: (H, W, 3) uint8 RGB.
+    keypoints: (K, 2) or (N, K, 2) (x, y) in image pixels.
+    scores: (K,) or (N, K) keypoint scores; None draws every keypoint.
+    spec: keypoint layout (skeleton and colours).
+    threshold: minimum score (exclusive) for a keypoint to be drawn.
+    radius: joint radius in pixels; default scales with the image size.
+    thickness: limb thickness in pixels; default scales with the image size.
+
+  Returns:
+    A new (H, W, 3) uint8 RGB image.
+  """
+  canvas = _check_rgb(image, 'draw_pose').copy()
+  keypoints = np.asarray(keypoints, np.float64)
+  if keypoints.ndim == 2:
+    keypoints = keypoints[None]
+    scores = None if scores is None else np.asarray(scores)[None]
+  k = spec.num_keypoints
+  if keypoints.ndim != 3 or keypoints.shape[1:] != (k, 2):
+    raise ValueError(
+        f'draw_pose expects keypoints (K, 2) or (N, K, 2) with K={k} for '
+        f'{spec.name!r}; got {keypoints.shape}.')
+  if scores is None:
+    scores = np.ones(keypoints.shape[:2])
+  scores = np.asarray(scores, np.float64)
+  if scores.shape != keypoints.shape[:2]:
+    raise ValueError(f'draw_pose: scores {scores.shape} do not match '
+                     f'keypoints {keypoints.shape}.')
+
+  size = max(canvas.shape[:2])
+  if radius is None:
+    radius = max(1.5, 0.006 * size)
+  if thickness is None:
+    thickness = max(1, int(round(0.004 * size)))
+  colors = keypoint_colors_rgb(spec).astype(np.int32)
+
+  for person, person_scores in zip(keypoints, scores):
+    shown = (person_scores > threshold) & np.isfinite(person).all(axis=-1)
+    for a, b in spec.skeleton:
+      if not (shown[a] and shown[b]):
+        continue
+      color = (colors[a] + colors[b]) // 2
+      cv2.line(canvas,
+               (_fixed(person[a, 0]), _fixed(person[a, 1])),
+               (_fixed(person[b, 0]), _fixed(person[b, 1])),
+               tuple(int(c) for c in color), int(thickness),
+               cv2.LINE_AA, _SHIFT)
+    for j in np.flatnonzero(shown):
+      cv2.circle(canvas, (_fixed(person[j, 0]), _fixed(person[j, 1])),
+                 _fixed(radius), tuple(int(c) for c in colors[j]),
+                 cv2.FILLED, cv2.LINE_AA, _SHIFT)
+  return canvas
+
+
+def image_grid(images: Sequence[np.ndarray],
+               columns: int,
+               pad: int = 2,
+               pad_value: int = 255) -> np.ndarray:
+  """Tiles RGB images row by row into one image.
+
+  Every image is resized (bilinear) to the size of the first; grayscale
+  (H, W) images are repeated to 3 channels. The grid has
+  rows = ceil(n / columns') with columns' = min(columns, n), and `pad` pixels
+  of `pad_value` around and between cells, so its shape is
+  (rows * (h + pad) + pad, columns' * (w + pad) + pad, 3). Unused cells are
+  `pad_value`.
+
+  Args:
+    images: non-empty sequence of uint8 images.
+    columns: cells per row.
+    pad: gap in pixels.
+    pad_value: fill of gaps and empty cells.
+
+  Returns:
+    (H, W, 3) uint8 grid.
+  """
+  if not images:
+    raise ValueError('image_grid needs at least one image.')
+  if columns < 1 or pad < 0:
+    raise ValueError(f'image_grid: columns must be >= 1 and pad >= 0; got '
+                     f'columns={columns}, pad={pad}.')
+  cells = []
+  for image in images:
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = np.repeat(image[..., None], 3, axis=-1)
+    cells.append(_check_rgb(image, 'image_grid'))
+  h, w = cells[0].shape[:2]
+  columns = min(columns, len(cells))
+  rows = math.ceil(len(cells) / columns)
+  grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3),
+                 pad_value, np.uint8)
+  for i, cell in enumerate(cells):
+    if cell.shape[:2] != (h, w):
+      cell = cv2.resize(cell, (w, h), interpolation=cv2.INTER_LINEAR)
+    r, c = divmod(i, columns)
+    y, x = pad + r * (h + pad), pad + c * (w + pad)
+    grid[y:y + h, x:x + w] = cell
+  return grid
+
+
+def save_png(path: str | os.PathLike[str], image_rgb: np.ndarray) -> None:
+  """Writes an RGB (or grayscale) uint8 image as PNG, creating parent dirs."""
+  image = np.asarray(image_rgb)
+  if image.dtype != np.uint8 or image.ndim not in (2, 3):
+    raise ValueError(f'save_png expects uint8 (H, W[, 3]); got {image.dtype} '
+                     f'{image.shape}.')
+  if image.ndim == 3:
+    image = cv2.cvtColor(_check_rgb(image, 'save_png'), cv2.COLOR_RGB2BGR)
+  path = os.fspath(path)
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  if not cv2.imwrite(path, image):
+    raise OSError(
+        f'cv2.imwrite could not write {path!r} (is the suffix .png?).')

@@ -1,0 +1,31 @@
+"""Shared fixtures. Data is generated here, never downloaded."""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def smoke_config():
+  """configs/synthetic.py:smoke, with the data in a session temp dir."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'synthetic.py')
+  spec = importlib.util.spec_from_file_location('synthetic_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config
+
+
+@pytest.fixture(scope='session')
+def smoke_data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='session')
+def smoke_builder(smoke_config, smoke_data_dir):
+  from posejax import data
+  config = smoke_config('smoke')
+  config.dataset.data_dir = smoke_data_dir
+  return data.get_builder(config.dataset)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from posejax import predict
+from posejax.data import pipeline
+
+
+def _dot_image(points, size=(160, 200)):
+  """Black image with a 3x3 white square centred on each integer point."""
+  image = np.zeros((*size, 3), np.uint8)
+  for x, y in points:
+    image[y - 1:y + 2, x - 1:x + 2] = 255
+  return image
+
+
+def _centroid(image, near, radius=6):
+  x0, y0 = int(round(near[0])), int(round(near[1]))
+  patch = image[max(y0 - radius, 0):y0 + radius + 1,
+                max(x0 - radius, 0):x0 + radius + 1, 0].astype(np.float64)
+  ys, xs = np.mgrid[max(y0 - radius, 0):y0 + radius + 1,
+                    max(x0 - radius, 0):x0 + radius + 1]
+  return np.array([(patch * xs).sum(), (patch * ys).sum()]) / patch.sum()
+
+
+@pytest.mark.parametrize('rotation,flip', [(0.0, False), (30.0, False), (-50.0, True)])
+def test_warped_dots_land_where_the_keypoints_go(rotation, flip):
+  points = np.array([[60, 50], [120, 70], [90, 110], [75, 85]])
+  image = _dot_image(points)
+  center, scale = tf.constant([90.0, 80.0]), tf.constant([96.0, 128.0])
+  matrix = pipeline.crop_matrix(center, scale, rotation, (128, 96), flip)
+  warped = pipeline.warp_image(image, matrix, (128, 96)).numpy()
+  moved = pipeline.transform_points(tf.constant(points, tf.float32), matrix).numpy()
+  for p in moved:
+    np.testing.assert_allclose(_centroid(warped, p), p, atol=0.35)
+
+
+def test_box_crop_maps_back_with_the_inverse():
+  rng = np.random.default_rng(0)
+  points = rng.uniform(0, 150, size=(5, 17, 2)).astype(np.float32)
+  boxes = np.array([[10, 20, 50, 120], [0, 0, 150, 40], [30, 30, 5, 5],
+                    [70, 10, 60, 60], [1, 2, 3, 100]], np.float32)
+  for n in range(5):
+    center, scale = pipeline.box_to_center_scale(boxes[n], 96 / 128, 1.25)
+    # The crop keeps the input aspect ratio and covers the padded box.
+    assert scale[0].numpy() / scale[1].numpy() == pytest.approx(0.75)
+    assert scale[0] >= boxes[n, 2] * 1.25 - 1e-4 and scale[1] >= boxes[n, 3] * 1.25 - 1e-4
+    matrix = pipeline.crop_matrix(center, scale, 0.0, (128, 96))
+    moved = pipeline.transform_points(tf.constant(points[n]), matrix).numpy()
+    back = predict.input_to_image(moved[None], center.numpy()[None],
+                                  scale.numpy()[None], (128, 96))[0]
+    np.testing.assert_allclose(back, points[n], atol=1e-3)
+  # The padded box edges land on the input's pixel edges.
+  center, scale = pipeline.box_to_center_scale(np.array([0, 0, 96, 128], np.float32), 0.75, 1.0)
+  corners = pipeline.transform_points(
+      tf.constant([[-0.5, -0.5], [95.5, 127.5]]),
+      pipeline.crop_matrix(center - 0.5, scale, 0.0, (128, 96))).numpy()
+  np.testing.assert_allclose(corners, [[-0.5, -0.5], [95.5, 127.5]], atol=1e-4)

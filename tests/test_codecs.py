@@ -1,0 +1,69 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posejax import codecs
+from posejax import keypoints as keypoints_lib
+
+
+def test_render_decode_round_trip_within_quarter_pixel():
+  rng = np.random.default_rng(0)
+  codec = codecs.HeatmapCodec(input_size=(128, 96), stride=4, sigma=2.0)
+  h, w = codec.heatmap_size
+  # Random sub-pixel positions, in heatmap pixels, away from the border.
+  hm_xy = rng.uniform([2, 2], [w - 3, h - 3], size=(64, 17, 2)).astype(np.float32)
+  keypoints = codecs.heatmap_to_input(jnp.asarray(hm_xy), codec.stride)
+  visibility = jnp.full((64, 17), 2)
+  heatmaps, weights = codec.encode(keypoints, visibility)
+  assert heatmaps.shape == (64, h, w, 17)
+  np.testing.assert_array_equal(weights, 1.0)
+  decoded, scores = codec.decode(heatmaps)
+  err_hm = np.abs(np.asarray(decoded) - np.asarray(keypoints)) / codec.stride
+  assert err_hm.max() <= 0.25 + 1e-5
+  # The quarter step must actually be taken: plain argmax would err up to 0.5.
+  assert err_hm.mean() < 0.15
+  assert np.all(np.asarray(scores) > 0.8)
+
+
+def test_peak_is_at_the_keypoint_for_integer_positions():
+  heatmaps, _ = codecs.render_heatmaps(
+      jnp.array([[[4 * 5 + 1.5, 4 * 3 + 1.5]]]), jnp.array([[2]]), (8, 10), 4, 1.5)
+  # Input pixel 21.5 is the centre of heatmap pixel 5 with stride 4.
+  assert np.unravel_index(np.argmax(heatmaps[0, :, :, 0]), (8, 10)) == (3, 5)
+  assert heatmaps[0, 3, 5, 0] == pytest.approx(1.0)
+
+
+def test_weights_zero_for_unlabelled_and_off_map_joints():
+  keypoints = jnp.array([[[10.0, 10.0], [10.0, 10.0], [-5.0, 10.0], [10.0, 70.0]]])
+  visibility = jnp.array([[2, 0, 2, 1]])
+  heatmaps, weights = codecs.render_heatmaps(keypoints, visibility, (16, 12), 4, 2.0)
+  np.testing.assert_array_equal(weights, [[1, 0, 0, 0]])
+  assert float(heatmaps[..., 1:].max()) == 0.0
+  assert float(heatmaps[..., 0].max()) > 0.5
+
+
+def test_flip_heatmaps_is_an_involution_and_matches_flipped_keypoints():
+  spec = keypoints_lib.COCO
+  rng = np.random.default_rng(1)
+  input_size = (64, 48)
+  keypoints = jnp.asarray(rng.uniform([4, 4], [44, 60], size=(2, 17, 2)), jnp.float32)
+  visibility = jnp.full((2, 17), 2)
+  maps, _ = codecs.render_heatmaps(keypoints, visibility, (16, 12), 4, 2.0)
+  twice = codecs.flip_heatmaps(codecs.flip_heatmaps(maps, spec.flip_index),
+                               spec.flip_index)
+  np.testing.assert_array_equal(twice, maps)
+  # Flipping the maps equals rendering the flipped keypoints: no pixel shift.
+  fk, fv = codecs.flip_keypoints(keypoints, visibility, input_size[1], spec.flip_index)
+  flipped_maps, _ = codecs.render_heatmaps(fk, fv, (16, 12), 4, 2.0)
+  np.testing.assert_allclose(codecs.flip_heatmaps(maps, spec.flip_index),
+                             flipped_maps, atol=1e-5)
+  kk, vv = codecs.flip_keypoints(fk, fv, input_size[1], spec.flip_index)
+  np.testing.assert_allclose(kk, keypoints, atol=1e-5)
+  # Left and right really swap: left_shoulder's map moves to right_shoulder.
+  ls, rs = spec.index('left_shoulder'), spec.index('right_shoulder')
+  np.testing.assert_allclose(fk[:, rs, 0], input_size[1] - 1 - keypoints[:, ls, 0])
+
+
+def test_codec_rejects_input_not_divisible_by_stride():
+  with pytest.raises(ValueError, match='stride'):
+    codecs.HeatmapCodec(input_size=(130, 96), stride=4)
