@@ -85,22 +85,24 @@ def load_variables(workdir: str, step: int | None = None):
   return variables, step
 
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory with checkpoints/.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
-
-
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from posejax import train
-  variables, step = load_variables(_WORKDIR.value, _STEP.value)
-  setup = train.Setup(_CONFIG.value)
+  flag_values = flags.FLAGS
+  setup = train.Setup(flag_values.config)
+  variables, step = load_variables(flag_values.workdir, flag_values.step)
   variables = jax.device_put(variables, jax.sharding.NamedSharding(
       setup.mesh, jax.sharding.PartitionSpec()))
-  metrics = evaluate(setup, variables, _WORKDIR.value, step)
+  metrics = evaluate(setup, variables, flag_values.workdir, step)
   print(json.dumps({'step': step, **metrics}, indent=2))
 
 
 if __name__ == '__main__':
+  # Flags are defined only when run as a program, so that the training loop
+  # can import `evaluate` next to main.py's own --config flag.
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+  flags.DEFINE_string('workdir', None, 'Run directory with checkpoints/.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

@@ -106,7 +106,7 @@ def train_step(state: TrainState, batch: dict, *, model, codec, tx,
       params=optax.apply_updates(state.params, updates),
       batch_stats=new_model_state['batch_stats'],
       opt_state=opt_state)
-  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
   return new_state, metrics
 
 
