@@ -71,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       global_batch_size=32,
-      num_steps=1500,
+      num_steps=800,
       log_every_steps=50,
       checkpoint_every_steps=500,
       keep_checkpoints=2,

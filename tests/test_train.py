@@ -31,7 +31,7 @@ _SHARDED_STEP = textwrap.dedent("""
     def run(n_devices):
       mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=n_devices)))
       tx, _ = train.make_optimizer(optim, 10)
-      state = train.create_train_state(model, tx, jax.random.key(0), (32, 24), mesh)
+      state = train.create_train_state(model, tx, jax.random.key(0, impl='rbg'), (32, 24), mesh)
       step = train.jit_train_step(model, codec, tx, mesh, state)
       losses = []
       for b in batches:

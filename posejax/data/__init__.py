@@ -19,9 +19,11 @@ BUILDERS = {'coco_keypoints': coco_keypoints.CocoKeypoints}
 def _builder_config(dataset_config):
   cls = BUILDERS[dataset_config.name]
   name = dataset_config.config
-  if dataset_config.name == 'coco_keypoints' and name == 'synthetic':
-    return coco_keypoints.synthetic_config(**dataset_config.synthetic)
   known = [c.name for c in cls.BUILDER_CONFIGS]
+  if dataset_config.name == 'coco_keypoints' and name == 'synthetic':
+    config = coco_keypoints.synthetic_config(**dataset_config.synthetic)
+    # TFDS refuses a custom config named like a registered one.
+    return config.name if config.name in known else config
   if name not in known:
     raise ValueError(
         f'Unknown dataset.config {name!r} for {dataset_config.name}; '

@@ -1,4 +1,4 @@
-"""Synthetic COCO person keypoints: articulated figures on cluttered backgrounds.
+"""Synthetic COCO person keypoints: articulated figures in cluttered scenes.
 
 Writes the exact COCO 2017 person-keypoint layout (`<root>/<split>/*.jpg` and
 `<root>/annotations/person_keypoints_<split>.json`), so the whole data path
@@ -195,7 +195,8 @@ def _sample_figure(rng: np.random.Generator) -> dict:
                                (_SHOULDER_Y - _HIP_Y) * torso_scale)
   shoulder_axis = _turn(rng.normal(0, 5))
   hip_axis = _turn(rng.normal(0, 5))
-  shoulder = {s: shoulder_c + s * shoulder_half * shoulder_axis for s in (-1, 1)}
+  shoulder = {s: shoulder_c + s * shoulder_half * shoulder_axis
+              for s in (-1, 1)}
   hip = {s: hip_c + s * hip_half * hip_axis for s in (-1, 1)}
 
   def foreshortened(length):
@@ -342,6 +343,12 @@ def _quantise(z: np.ndarray) -> np.ndarray:
   return (np.round(z.real * _SUB) + 1j * np.round(z.imag * _SUB)) / _SUB
 
 
+def _to_image(local: np.ndarray, scale: float, rotation: complex,
+              centre: complex) -> np.ndarray:
+  """Local points -> image positions, as drawn and as annotated."""
+  return _quantise(centre + scale * rotation * np.asarray(local, np.complex128))
+
+
 def _draw_prims(target: np.ndarray, prims, origin: tuple[int, int],
                 scale: float, rotation: complex, centre: complex,
                 shading=None):
@@ -354,8 +361,8 @@ def _draw_prims(target: np.ndarray, prims, origin: tuple[int, int],
     origin: integer image position (x, y) of target[0, 0].
     scale: pixels per local unit (the standing height in px).
     rotation: unit complex number, the figure's in-plane rotation.
-    centre: image position of the local origin. Points are quantised to
-      1/16 px exactly as `_render_image` quantises the keypoints.
+    centre: image position of the local origin. Points go through
+      `_to_image`, as the keypoints do, so joints are drawn where annotated.
     shading: optional brightness factor per primitive.
   """
   is_mask = target.ndim == 2
@@ -363,7 +370,7 @@ def _draw_prims(target: np.ndarray, prims, origin: tuple[int, int],
     prims = [p for p in prims if p[4]]
   # One vectorised transform for all points; per-point Python is slow.
   local = np.array([p for prim in prims for p in prim[1]], np.complex128)
-  image = _quantise(centre + scale * rotation * local) - complex(*origin)
+  image = _to_image(local, scale, rotation, centre) - complex(*origin)
   sub = _sub_array(image)
   aa = cv2.LINE_AA
   at = 0
@@ -392,7 +399,8 @@ def _draw_prims(target: np.ndarray, prims, origin: tuple[int, int],
       raise ValueError(f'Unknown primitive {kind!r}.')
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _background(rng: np.random.Generator, height: int,
+                width: int) -> np.ndarray:
   """Smooth random colour field with texture and 5-20 distractor shapes."""
   # Low-resolution colour field and texture, upsampled once in uint8: full-size
   # float arithmetic would cost more than everything else in an image.
@@ -423,8 +431,8 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     t = max(1, int(round(period * rng.uniform(0.2, 0.6))))
     for k in range(-int(reach / period) // 2 - 1, int(reach / period) // 2 + 2):
       c = middle + k * period * direction * 1j
-      cv2.line(stripes, _sub(c - reach * direction), _sub(c + reach * direction),
-               color, t, aa, _SHIFT)
+      cv2.line(stripes, _sub(c - reach * direction),
+               _sub(c + reach * direction), color, t, aa, _SHIFT)
     alpha = rng.uniform(0.15, 0.5)
     img = cv2.addWeighted(img, 1 - alpha, stripes, alpha, 0)
 
@@ -602,9 +610,10 @@ def _render_image(rng: np.random.Generator, image_size: tuple[int, int],
     order of dicts with 'keypoints' (17, 2) float (0 where v=0), 'visibility'
     (17,) int, 'bbox', 'area', 'back_facing' and 'scale' (standing height in
     px). With masks also 'background' (the image before figures and
-    occluders, before the final blur and noise), 'occluders' (HxW bool) and
-    per figure 'silhouette' (HxW bool, the figure inside the frame) and
-    'visible' (the silhouette minus everything drawn after it); else None.
+    occluders, before the final blur and noise) and per figure 'silhouette'
+    (HxW bool, the figure inside the frame), 'occluder' (HxW bool, the shape
+    drawn right after the figure; empty if none) and 'visible' (the
+    silhouette minus everything drawn after it).
   """
   height, width = image_size
   img = _background(rng, height, width)
@@ -612,7 +621,9 @@ def _render_image(rng: np.random.Generator, image_size: tuple[int, int],
   num = min(int(rng.choice(3, p=_FIGURE_COUNT_PROBS)) + 1, max_figures)
 
   figures = []
-  layers = []  # (owner figure, or -1 for an occluder; layer), drawing order
+  # (owner figure, layer) in drawing order; an occluder's owner is the figure
+  # drawn just before it, negated and minus one.
+  layers = []
   for _ in range(num):
     for _ in range(_PLACEMENT_TRIES):
       fig = _sample_figure(rng)
@@ -623,7 +634,7 @@ def _render_image(rng: np.random.Generator, image_size: tuple[int, int],
       y1 = min(height, int(math.ceil(ext_hi.imag)) + 3)
       if x1 - x0 < _MIN_BOX_SIDE or y1 - y0 < _MIN_BOX_SIDE:
         continue
-      kps = _quantise(centre + scale * rotation * fig['keypoints'])
+      kps = _to_image(fig['keypoints'], scale, rotation, centre)
       labelled = fig['labelled'] & ((kps.real >= 0) & (kps.real <= width - 1) &
                                     (kps.imag >= 0) & (kps.imag <= height - 1))
       if labelled.sum() < _MIN_KEYPOINTS:
@@ -661,7 +672,7 @@ def _render_image(rng: np.random.Generator, image_size: tuple[int, int],
     if rng.uniform() < _P_OCCLUDER:
       occluder = _occluder(rng, img, kps, labelled, scale)
       if occluder is not None:
-        layers.append((-1, occluder))
+        layers.append((-len(figures), occluder))
 
   # Visibility from masks: a labelled keypoint is occluded when anything drawn
   # after its figure (occluders, later figures) covers its pixel.
@@ -692,14 +703,13 @@ def _render_image(rng: np.random.Generator, image_size: tuple[int, int],
       height, width, 3)
   img = cv2.subtract(cv2.add(img, cv2.LUT(grain, positive)),
                      cv2.LUT(grain, negative))
-  occluders = None
   if with_masks:
-    occluders = np.zeros((height, width), bool)
-    for owner, layer in layers:
-      if owner < 0:
-        occluders |= _layer_full(layer, height, width)
-  return dict(image=img, background=background, occluders=occluders,
-              figures=figures)
+    for i, fig in enumerate(figures):
+      fig['occluder'] = np.zeros((height, width), bool)
+      for owner, layer in layers:
+        if owner == -1 - i:
+          fig['occluder'] = _layer_full(layer, height, width)
+  return dict(image=img, background=background, figures=figures)
 
 
 # ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ of the original is a `ConvBN` whose children `conv` and `bn` are its entries
   stage2.0.fuse_layers.1.0.0.{0,1}  stage2_0/fuse_layers_1_0_0/{conv,bn} (j < i)
   layer1.0.downsample.{0,1}     layer1_0/downsample/{conv,bn}
 
-Leaves: `kernel` -> `weight` (HWIO -> OIHW, i.e. `kernel.transpose(3, 2, 0, 1)`),
+Leaves: `kernel` -> `weight` (HWIO -> OIHW: `kernel.transpose(3, 2, 0, 1)`),
 BN `scale` -> `weight`, `bias` -> `bias`, batch_stats `mean` -> `running_mean`,
 `var` -> `running_var`. `torch_state_dict_key` implements exactly this mapping.
 PyTorch's `num_batches_tracked` buffers have no counterpart (unused with a

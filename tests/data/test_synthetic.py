@@ -53,8 +53,8 @@ def test_same_arguments_give_identical_files(tmp_path):
   files_a, files_b, files_c = _files(a), _files(b), _files(c)
   assert len(files_a) > 10
   assert files_a == files_b
-  assert files_a[os.path.join('annotations', 'person_keypoints_train.json')] != (
-      files_c[os.path.join('annotations', 'person_keypoints_train.json')])
+  annotations = os.path.join('annotations', 'person_keypoints_train.json')
+  assert files_a[annotations] != files_c[annotations]
   first = os.path.join('train', '000000000001.jpg')
   assert files_a[first] != files_c[first]
 
@@ -184,40 +184,85 @@ def test_left_right_follow_facing(big_split):
 
 
 def test_keypoints_lie_on_their_figure():
-  # Visible keypoints lie on the visible part of their own figure's mask;
-  # occluded ones on the figure, under something drawn later; the box and area
-  # are pycocotools' own for that mask; the image shows the figure there.
+  # Visible keypoints lie on the uncovered part of their own figure; occluded
+  # ones on the figure, under its occluder or a later figure. Box and area are
+  # pycocotools' own for the silhouette, and the image shows the figure where
+  # its mask says.
   inside, outside = [], []
-  num_v1 = 0
+  causes = {'occluder': 0, 'figure': 0}
+  num_figures = num_occluders = 0
   for index in range(40):
     rng = synthetic.image_rng(7, 'test', index)
     out = synthetic._render_image(rng, SIZE, 3, with_masks=True)
-    image = out['image'].astype(np.int32)
-    change = np.abs(image - out['background'].astype(np.int32)).max(-1)
-    drawn = out['occluders'].copy()
-    for fig in out['figures']:
-      sil, vis = fig['silhouette'], fig['visible']
-      drawn |= sil
+    figs = out['figures']
+    change = np.abs(out['image'].astype(np.int32) -
+                    out['background'].astype(np.int32)).max(-1)
+    drawn = np.zeros(SIZE, bool)
+    for i, fig in enumerate(figs):
+      sil = fig['silhouette']
+      later_figs = np.zeros(SIZE, bool)
+      later_occluders = fig['occluder'].copy()
+      for other in figs[i + 1:]:
+        later_figs |= other['silhouette']
+        later_occluders |= other['occluder']
+      covered = later_figs | later_occluders
+      for other in figs[i + 1:]:  # figures overlap only a little
+        overlap = np.count_nonzero(sil & other['silhouette'])
+        assert overlap <= 0.25 * min(fig['area'], other['area'])
+      np.testing.assert_array_equal(fig['visible'], sil & ~covered)
+      drawn |= sil | fig['occluder']
+      num_figures += 1
+      num_occluders += fig['occluder'].any()
       for (x, y), v in zip(fig['keypoints'], fig['visibility']):
         if v == 0:
           continue
         row, col = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
         assert sil[row, col], (index, x, y)
-        assert vis[row, col] == (v == 2), (index, x, y, v)
-        num_v1 += v == 1
+        assert covered[row, col] == (v == 1), (index, x, y, v)
+        if v == 1:
+          causes['occluder'] += later_occluders[row, col]
+          causes['figure'] += later_figs[row, col]
       rle = mask_api.encode(np.asfortranarray(sil.astype(np.uint8)))
       np.testing.assert_allclose(mask_api.toBbox(rle), fig['bbox'])
       assert mask_api.area(rle) == fig['area']
-      core = cv2.erode(vis.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+      core = cv2.erode(fig['visible'].astype(np.uint8),
+                       np.ones((5, 5), np.uint8)) > 0
       inside.append(change[core])
     background = cv2.dilate(drawn.astype(np.uint8), np.ones((7, 7),
                                                             np.uint8)) == 0
     outside.append(change[background])
-  assert num_v1 > 0
-  # Sensor noise only (sd <= 6) away from figures; figures replace the
-  # background where their masks say.
+  assert causes['occluder'] > 0 and causes['figure'] > 0
+  assert 0.1 < num_occluders / num_figures < 0.5  # p = 0.3 per figure
+  # Sensor noise only (sd <= 6) away from figures and occluders; figures
+  # replace the background where their masks say.
   assert np.mean(np.concatenate(outside)) < 8
   assert np.mean(np.concatenate(inside) > 25) > 0.6
+
+
+def test_points_are_drawn_where_annotated():
+  # cv2 puts pixel centres on integers, as our keypoints do: a disc drawn at a
+  # keypoint has its centroid there, to well under a pixel.
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    figure = synthetic._sample_figure(rng)
+    scale = rng.uniform(100, 300)
+    rotation = np.exp(1j * rng.uniform(-1.5, 1.5))
+    centre = complex(*rng.uniform(250, 260, 2))
+    expected = synthetic._to_image(figure['keypoints'], scale, rotation, centre)
+    for local, target in zip(figure['keypoints'], expected):
+      disc = [('circle', (local,), 4 / scale, (255, 255, 255), True)]
+      mask = np.zeros((512, 512), np.uint8)
+      synthetic._draw_prims(mask, disc, (0, 0), scale, rotation, centre)
+      rows, cols = np.nonzero(mask)
+      weights = mask[rows, cols].astype(np.float64)
+      assert abs(np.average(cols, weights=weights) - target.real) < 0.1
+      assert abs(np.average(rows, weights=weights) - target.imag) < 0.1
+      # The same point, drawn through an offset canvas as masks are.
+      crop = np.zeros((64, 64), np.uint8)
+      origin = (int(target.real) - 32, int(target.imag) - 32)
+      synthetic._draw_prims(crop, disc, origin, scale, rotation, centre)
+      np.testing.assert_array_equal(
+          crop, mask[origin[1]:origin[1] + 64, origin[0]:origin[0] + 64])
 
 
 def test_ensure_generates_once_and_regenerates_on_change(tmp_path):
