@@ -68,12 +68,16 @@ def render_heatmaps(
 
 
 def decode_heatmaps(
-    heatmaps: jax.Array, stride: int) -> tuple[jax.Array, jax.Array]:
-  """Argmax with a quarter-pixel step toward the higher neighbour.
+    heatmaps: jax.Array, stride: int, refine: str = 'quarter',
+    sigma: float = 2.0) -> tuple[jax.Array, jax.Array]:
+  """Argmax with sub-pixel refinement.
 
   Args:
     heatmaps: (..., H, W, K).
     stride: input pixels per heatmap pixel.
+    refine: 'quarter', a quarter-pixel step toward the higher neighbour (as
+      in HRNet and SimpleBaselines), or 'dark', see `refine_dark`.
+    sigma: target Gaussian's sigma, used by 'dark'.
 
   Returns:
     keypoints (..., K, 2) float32 in input pixels, and scores (..., K), the
@@ -91,6 +95,11 @@ def decode_heatmaps(
     flat_index = jnp.clip(yy, 0, height - 1) * width + jnp.clip(xx, 0, width - 1)
     return jnp.take_along_axis(flat, flat_index[..., None, :], axis=-2)[..., 0, :]
 
+  if refine == 'dark':
+    xy = refine_dark(heatmaps, jnp.stack([x, y], -1).astype(jnp.float32), sigma)
+    return heatmap_to_input(xy, stride), score
+  if refine != 'quarter':
+    raise ValueError(f"codec.refine must be 'quarter' or 'dark', got {refine!r}.")
   dx = value_at(x + 1, y) - value_at(x - 1, y)
   dy = value_at(x, y + 1) - value_at(x, y - 1)
   # Only step where both neighbours exist; on the border the difference is
@@ -99,6 +108,61 @@ def decode_heatmaps(
   dy = jnp.where((y > 0) & (y < height - 1), dy, 0.0)
   xy = jnp.stack([x + 0.25 * jnp.sign(dx), y + 0.25 * jnp.sign(dy)], axis=-1)
   return heatmap_to_input(xy.astype(jnp.float32), stride), score
+
+
+def refine_dark(heatmaps: jax.Array, keypoints_hm: jax.Array,
+                sigma: float) -> jax.Array:
+  """Sub-pixel refinement by a Taylor expansion of the log-heatmap (DARK).
+
+  Zhang et al., "Distribution-Aware Coordinate Representation for Human Pose
+  Estimation", CVPR 2020: smooth the map with the target's Gaussian, take its
+  log (a quadratic near a Gaussian peak) and move the integer argmax by
+  -H^-1 g, the Newton step to the quadratic's maximum.
+
+  Args:
+    heatmaps: (..., H, W, K).
+    keypoints_hm: (..., K, 2) integer argmax positions in heatmap pixels.
+    sigma: the Gaussian's standard deviation in heatmap pixels.
+
+  Returns:
+    Refined (..., K, 2) positions in heatmap pixels.
+  """
+  *batch, height, width, k = heatmaps.shape
+  radius = int(np.ceil(3 * sigma))
+  taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+  taps = jnp.asarray(taps / taps.sum(), heatmaps.dtype)
+  maps = heatmaps.reshape(-1, height, width, k)
+  # Separable Gaussian blur, per channel, zero padded.
+  maps = jnp.moveaxis(maps, -1, 1).reshape(-1, 1, height, width)
+  maps = jax.lax.conv_general_dilated(
+      maps, taps.reshape(1, 1, -1, 1), (1, 1), ((radius, radius), (0, 0)))
+  maps = jax.lax.conv_general_dilated(
+      maps, taps.reshape(1, 1, 1, -1), (1, 1), ((0, 0), (radius, radius)))
+  maps = jnp.moveaxis(maps.reshape(-1, k, height, width), 1, -1)
+  log = jnp.log(jnp.maximum(maps, 1e-10)).reshape(*batch, height * width, k)
+
+  x = keypoints_hm[..., 0].astype(jnp.int32)
+  y = keypoints_hm[..., 1].astype(jnp.int32)
+
+  def at(dx, dy):
+    index = jnp.clip(y + dy, 0, height - 1) * width + jnp.clip(x + dx, 0, width - 1)
+    return jnp.take_along_axis(log, index[..., None, :], axis=-2)[..., 0, :]
+
+  centre = at(0, 0)
+  gx = 0.5 * (at(1, 0) - at(-1, 0))
+  gy = 0.5 * (at(0, 1) - at(0, -1))
+  hxx = at(1, 0) - 2 * centre + at(-1, 0)
+  hyy = at(0, 1) - 2 * centre + at(0, -1)
+  hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+  det = hxx * hyy - hxy**2
+  # A maximum has a negative-definite Hessian; elsewhere keep the argmax.
+  ok = ((x > 0) & (x < width - 1) & (y > 0) & (y < height - 1)
+        & (hxx < 0) & (det > 1e-12))
+  safe_det = jnp.where(ok, det, 1.0)
+  dx = -(hyy * gx - hxy * gy) / safe_det
+  dy = -(hxx * gy - hxy * gx) / safe_det
+  step = jnp.clip(jnp.stack([dx, dy], -1), -1.0, 1.0)
+  return keypoints_hm + jnp.where(ok[..., None], step, 0.0)
 
 
 def flip_heatmaps(heatmaps: jax.Array, flip_index) -> jax.Array:
@@ -121,6 +185,7 @@ class HeatmapCodec:
   input_size: tuple[int, int]  # (height, width) of the network input
   stride: int = 4
   sigma: float = 2.0
+  refine: str = 'quarter'  # sub-pixel decoding: 'quarter' or 'dark'
 
   def __post_init__(self):
     h, w = self.input_size
@@ -138,7 +203,7 @@ class HeatmapCodec:
         keypoints, visibility, self.heatmap_size, self.stride, self.sigma)
 
   def decode(self, heatmaps):
-    return decode_heatmaps(heatmaps, self.stride)
+    return decode_heatmaps(heatmaps, self.stride, self.refine, self.sigma)
 
 
 def codec_from_config(config) -> HeatmapCodec:
@@ -148,4 +213,5 @@ def codec_from_config(config) -> HeatmapCodec:
   return HeatmapCodec(
       input_size=tuple(config.input.size),
       stride=config.codec.stride,
-      sigma=config.codec.sigma)
+      sigma=config.codec.sigma,
+      refine=config.codec.get('refine', 'quarter'))

@@ -64,13 +64,13 @@ _SUB = 1 << _SHIFT
 
 # Bumped whenever the generated content changes, so that
 # `ensure_synthetic_coco` replaces data made by an older generator.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 _MARKER = 'GENERATED.json'
 
 _FIGURE_COUNT_PROBS = (0.4, 0.35, 0.25)  # 1, 2 or 3 figures per image
 # Standing height as a fraction of the image height, log-uniform.
 _MIN_HEIGHT_FRAC, _MAX_HEIGHT_FRAC = 0.25, 0.9
-_ROTATION_SD_DEG, _ROTATION_MAX_DEG = 30.0, 90.0
+_ROTATION_SD_DEG, _ROTATION_MAX_DEG = 20.0, 60.0
 _P_PARTLY_OUTSIDE = 0.15
 _P_OCCLUDER = 0.3
 _P_BACK_FACING = 0.5
