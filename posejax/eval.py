@@ -14,9 +14,9 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
+import cv2
 import jax
 from ml_collections import config_flags
-import numpy as np
 import orbax.checkpoint as ocp
 
 from posejax import predict
@@ -58,15 +58,24 @@ def evaluate(setup, variables, workdir: str, step: int) -> dict:
     json.dump({'step': step, 'split': config.dataset.eval_split,
                'num_instances': len(results), **metrics}, f, indent=2)
   if len(out['images']):
-    n = len(out['images'])
-    drawn = [visualize.draw_pose(out['images'][i], out['pred_keypoints_input'][i],
-                                 out['pred_scores'][i], spec, threshold=0.2)
-             for i in range(n)]
-    visualize.save_png(os.path.join(out_dir, 'predictions.png'),
-                       visualize.image_grid(drawn, columns=min(8, n)))
+    _draw_predictions(out, spec, os.path.join(out_dir, 'predictions.png'))
   logging.info('Eval at step %d: %s', step,
                ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
   return metrics
+
+
+def _draw_predictions(out, spec, path, min_height=192):
+  """Grid of the first crops with their predicted skeletons, enlarged."""
+  crops = out['images']
+  factor = max(1, -(-min_height // crops.shape[1]))
+  drawn = []
+  for i, crop in enumerate(crops):
+    big = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+    # Pixel centres: x_big = (x + 0.5) * factor - 0.5.
+    keypoints = (out['pred_keypoints_input'][i] + 0.5) * factor - 0.5
+    drawn.append(visualize.draw_pose(big, keypoints, out['pred_scores'][i], spec,
+                                     threshold=0.2))
+  visualize.save_png(path, visualize.image_grid(drawn, columns=min(8, len(drawn))))
 
 
 def load_variables(workdir: str, step: int | None = None):

@@ -205,8 +205,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     save = step % config.train.checkpoint_every_steps == 0 or last
     if step % config.train.log_every_steps == 0 or save:
       # The only host sync of the loop, at logging (and checkpoint) steps.
-      summary = {k: float(np.mean(v)) for k, v in
-                 jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *pending)).items()}
+      fetched = jax.device_get(pending)
+      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
       pending = []
       if not np.isfinite(summary['loss']):
         manager.wait_until_finished()

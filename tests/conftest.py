@@ -1,8 +1,14 @@
 """Shared fixtures. Data is generated here, never downloaded."""
 
 import os
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Several tests compile the same small train and predict steps (in this
+# process and in subprocesses); a shared persistent cache compiles each once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      tempfile.mkdtemp(prefix='posejax_test_jax_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
 
 import pytest
 

@@ -145,3 +145,17 @@ def test_bad_config_fails_before_compiling(override, message, tmp_path):
               timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr
+
+
+def test_non_finite_loss_stops_training_and_keeps_good_checkpoints(
+    smoke_config, smoke_builder, smoke_data_dir, tmp_path):
+  from posejax import train
+  config = _config(smoke_config, smoke_data_dir, num_steps=6, log_every_steps=1,
+                   checkpoint_every_steps=1)
+  # Adam moves every weight by ~lr per step: 1e38 overflows float32 at once.
+  config.optim.update(learning_rate=1e38, warmup_steps=0)
+  with pytest.raises(FloatingPointError, match='Loss is'):
+    train.train_and_evaluate(config, str(tmp_path))
+  # Only the finite steps were checkpointed.
+  saved = os.listdir(tmp_path / 'checkpoints') if (tmp_path / 'checkpoints').exists() else []
+  assert all(int(s) < 2 for s in saved if s.isdigit())

@@ -6,10 +6,8 @@ import os
 import cv2
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from posejax import data
-from posejax.data import coco_keypoints
 import ml_collections
 
 
