@@ -27,6 +27,13 @@ from posejax import keypoints as keypoints_lib
 
 # ---------------------------------------------------------------- geometry
 
+def _fix_aspect(w, h, aspect_ratio: float):
+  """Grows the short side so that w / h == aspect_ratio."""
+  wide = w > aspect_ratio * h
+  return tf.stack([tf.where(wide, w, h * aspect_ratio),
+                   tf.where(wide, w / aspect_ratio, h)])
+
+
 def box_to_center_scale(bbox, aspect_ratio: float, padding: float):
   """(x, y, w, h) -> centre (2,) and crop size (2,) in image pixels.
 
@@ -37,10 +44,7 @@ def box_to_center_scale(bbox, aspect_ratio: float, padding: float):
   bbox = tf.cast(bbox, tf.float32)
   x, y, w, h = tf.unstack(bbox)
   center = tf.stack([x + 0.5 * w, y + 0.5 * h])
-  wide = w > aspect_ratio * h
-  w2 = tf.where(wide, w, h * aspect_ratio)
-  h2 = tf.where(wide, w / aspect_ratio, h)
-  return center, tf.stack([w2, h2]) * padding
+  return center, _fix_aspect(w, h, aspect_ratio) * padding
 
 
 def crop_matrix(center, scale, rotation_deg, output_size, flip=False):
@@ -113,12 +117,9 @@ def _half_body_box(keypoints, visibility, spec, aspect_ratio, upper_first):
   big = 1e9
   lo = tf.reduce_min(tf.where(chosen[:, None], keypoints, big), 0)
   hi = tf.reduce_max(tf.where(chosen[:, None], keypoints, -big), 0)
-  w, h = hi[0] - lo[0], hi[1] - lo[1]
-  wide = w > aspect_ratio * h
-  w2 = tf.where(wide, w, h * aspect_ratio)
-  h2 = tf.where(wide, w / aspect_ratio, h)
-  ok = (n >= 2) & (w2 > 0) & (h2 > 0)
-  return ok, center, tf.stack([w2, h2]) * 1.5
+  scale = _fix_aspect(hi[0] - lo[0], hi[1] - lo[1], aspect_ratio)
+  ok = (n >= 2) & tf.reduce_all(scale > 0)
+  return ok, center, scale * 1.5
 
 
 def _augment(instance, seed, input_config, spec, aspect_ratio, center, scale):
@@ -158,9 +159,13 @@ def _explode_instances(record):
 
 
 def _is_person_instance(instance):
-  """Instances that train and that the ground-truth-box evaluation scores."""
+  """Instances that train and that the ground-truth-box evaluation scores.
+
+  Works on one instance or on a record's `objects` (then elementwise).
+  """
+  bbox = instance['bbox']
   return ((instance['num_keypoints'] > 0) & (instance['iscrowd'] == 0)
-          & (instance['bbox'][2] > 1) & (instance['bbox'][3] > 1))
+          & (bbox[..., 2] > 1) & (bbox[..., 3] > 1))
 
 
 def _make_example(instance, seed, config, spec, train: bool):
@@ -210,10 +215,7 @@ def _options():
 def count_instances(builder, split: str) -> int:
   """Person instances in a split (reads annotations only, decodes no image)."""
   ds = _records(builder, split).map(
-      lambda r: tf.reduce_sum(tf.cast(
-          (r['objects']['num_keypoints'] > 0) & (r['objects']['iscrowd'] == 0)
-          & (r['objects']['bbox'][:, 2] > 1) & (r['objects']['bbox'][:, 3] > 1),
-          tf.int64)))
+      lambda r: tf.reduce_sum(tf.cast(_is_person_instance(r['objects']), tf.int64)))
   return int(ds.reduce(tf.constant(0, tf.int64), lambda a, b: a + b))
 
 

@@ -56,3 +56,35 @@ def test_box_crop_maps_back_with_the_inverse():
       tf.constant([[-0.5, -0.5], [95.5, 127.5]]),
       pipeline.crop_matrix(center - 0.5, scale, 0.0, (128, 96))).numpy()
   np.testing.assert_allclose(corners, [[-0.5, -0.5], [95.5, 127.5]], atol=1e-4)
+
+
+def test_training_flip_mirrors_the_crop_and_swaps_left_and_right(
+    smoke_config, smoke_builder, smoke_data_dir):
+  from posejax import keypoints as keypoints_lib
+  config = smoke_config('smoke')
+  config.dataset.data_dir = smoke_data_dir
+  config.input.update(scale_factor=0.0, rotation_prob=0.0, half_body_prob=0.0, flip=True)
+  spec = keypoints_lib.COCO
+  eval_ds, n = pipeline.eval_dataset(smoke_builder, config, 'train')
+  reference = {}
+  for batch in eval_ds.as_numpy_iterator():
+    for i, instance_id in enumerate(batch['instance_id']):
+      reference[int(instance_id)] = (batch['image'][i], batch['keypoints'][i],
+                                     batch['visibility'][i])
+  width = config.input.size[1]
+  seen = {'plain': 0, 'flipped': 0}
+  train_iter = pipeline.train_dataset(smoke_builder, config).as_numpy_iterator()
+  for _ in range(2 * n // config.train.global_batch_size):
+    batch = next(train_iter)
+    for i, instance_id in enumerate(batch['instance_id']):
+      image, kps, vis = reference[int(instance_id)]
+      if np.array_equal(batch['visibility'][i], vis) and np.allclose(batch['keypoints'][i], kps, atol=1e-3):
+        np.testing.assert_allclose(batch['image'][i], image, atol=1)
+        seen['plain'] += 1
+        continue
+      mirrored = np.stack([width - 1 - kps[:, 0], kps[:, 1]], -1)[spec.flip_index]
+      np.testing.assert_allclose(batch['keypoints'][i], mirrored, atol=1e-3)
+      np.testing.assert_array_equal(batch['visibility'][i], vis[spec.flip_index])
+      np.testing.assert_allclose(batch['image'][i].astype(int), image[:, ::-1].astype(int), atol=1)
+      seen['flipped'] += 1
+  assert seen['plain'] > 0 and seen['flipped'] > 0, seen
