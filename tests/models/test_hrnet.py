@@ -20,9 +20,10 @@ from posejax import models
 from posejax.models import common
 from posejax.models import hrnet
 
-# <repo>/tests/models/test_hrnet.py -> <repo>/../shared/reference/...
-_REFERENCE = (pathlib.Path(__file__).resolve().parents[3] / 'shared' /
-              'reference' / 'torch_state_dicts' / 'hrnet_w32_official.txt')
+# Key, shape, dtype and kind of every entry of the official
+# deep-high-resolution-net.pytorch HRNet-W32 state dict (random weights).
+_REFERENCE = (pathlib.Path(__file__).resolve().parents[1] / 'fixtures' /
+              'torch_state_dicts' / 'hrnet_w32_official.txt')
 
 NARROW = dict(widths=(8, 16, 32), num_modules=(1, 1), num_blocks=1,
               stem_width=16, stage1_blocks=1)
@@ -32,8 +33,8 @@ def _read_reference() -> dict[str, tuple[tuple[int, ...], str]]:
   """Official state dict listing: key -> (shape, kind)."""
   if not _REFERENCE.exists():
     pytest.fail(
-        f'Reference state-dict listing not found at {_REFERENCE}; it ships in '
-        f'the shared folder next to the repository (../shared/reference).')
+        f'Reference state-dict listing not found at {_REFERENCE}; it ships '
+        'with the tests (tests/fixtures/torch_state_dicts).')
   entries = {}
   for line in _REFERENCE.read_text().splitlines():
     if not line or line.startswith('#'):
