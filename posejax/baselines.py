@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from posejax import config_lib
 from posejax import keypoints as keypoints_lib
 from posejax import predict
 from posejax.evaluation import coco
@@ -67,4 +68,4 @@ def main(argv):
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

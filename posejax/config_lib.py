@@ -34,3 +34,22 @@ def flatten(config, prefix: str = '') -> dict:
     else:
       flat[name] = str(value)
   return flat
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that turns a misspelt `--config.x.y` into one message.
+
+  ml_collections raises a bare KeyError/AttributeError from deep inside flag
+  parsing; pass this as `app.run(main, flags_parser=parse_flags)`.
+  """
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    name = str(e).strip('"\'')
+    given = [a.split('=')[0] for a in argv if a.startswith('--config.')]
+    culprit = [a for a in given if name in a.split('.')] or given
+    raise SystemExit(
+        f'Unknown config field {name!r} in {", ".join(culprit)}: an override '
+        'can only set a field the config file defines; check the spelling '
+        'against the config file.') from None

@@ -19,6 +19,7 @@ import jax
 from ml_collections import config_flags
 import orbax.checkpoint as ocp
 
+from posejax import config_lib
 from posejax import predict
 from posejax import visualize
 from posejax.evaluation import coco
@@ -99,8 +100,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from posejax import train
   flag_values = flags.FLAGS
-  setup = train.Setup(flag_values.config)
-  variables, step = load_variables(flag_values.workdir, flag_values.step)
+  try:
+    setup = train.Setup(flag_values.config)
+    variables, step = load_variables(flag_values.workdir, flag_values.step)
+  except (train.SetupError, FileNotFoundError) as e:
+    raise SystemExit(f'posejax: {e}') from None
   variables = jax.device_put(variables, jax.sharding.NamedSharding(
       setup.mesh, jax.sharding.PartitionSpec()))
   metrics = evaluate(setup, variables, flag_values.workdir, step)
@@ -114,4 +118,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Run directory with checkpoints/.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -137,10 +137,20 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainSt
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+class SetupError(ValueError):
+  """The config or the data cannot run; the message names the fix."""
+
+
 class Setup:
   """Everything a run derives from its config, built before any compilation."""
 
   def __init__(self, config):
+    try:
+      self._build(config)
+    except (ValueError, FileNotFoundError, AssertionError) as e:
+      raise SetupError(str(e)) from e
+
+  def _build(self, config):
     from posejax import data  # TensorFlow stays out of the model/step imports.
     config_lib.validate(config)
     self.config = config
