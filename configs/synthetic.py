@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(name='mse'))
 
   c.optim = ml_collections.ConfigDict(dict(
-      learning_rate=2e-3,
+      learning_rate=1e-3,
       warmup_steps=50,
       schedule='cosine',
       decay_steps=(),
