@@ -6,8 +6,8 @@ boxes and flip test.
 
   python -m posejax.main --config=configs/synthetic.py --workdir=/tmp/posejax_quickstart
 
-Measured: OKS AP 0.511 (AP50 0.843, PCK@0.1 0.836) on the synthetic val split,
-8 min 05 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2
+Measured: OKS AP 0.528 (AP50 0.864, PCK@0.1 0.845) on the synthetic val split,
+8 min 18 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2
 (the target is AP 0.70; see README, Results).
 
 Variants (`configs/synthetic.py:NAME`):
