@@ -25,7 +25,7 @@ from posejax.evaluation import pck
 def _crops(builder, config, split):
   """Every scored instance of `split`, unaugmented: keypoints in input px."""
   from posejax.data import pipeline
-  ds, _ = pipeline.eval_dataset(builder, config, split)
+  ds = pipeline.eval_dataset(builder, config, split)
   fields = ('keypoints', 'visibility', 'image_id', 'center', 'scale', 'bbox')
   rows = {k: [] for k in fields}
   for batch in ds.as_numpy_iterator():

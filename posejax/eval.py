@@ -31,7 +31,7 @@ def evaluate(setup, variables, workdir: str, step: int) -> dict:
   from posejax.data import pipeline
 
   config, spec = setup.config, setup.spec
-  ds, _ = pipeline.eval_dataset(setup.builder, config)
+  ds = pipeline.eval_dataset(setup.builder, config)
   flip_index = spec.flip_index if config.eval.flip_test else None
   predict_fn = predict.make_predict_fn(setup.model, setup.codec, flip_index)
   out = predict.predict_batches(

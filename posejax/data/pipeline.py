@@ -263,11 +263,10 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   return ds.prefetch(config.input.prefetch).with_options(_options())
 
 
-def eval_dataset(builder, config, split: str | None = None) -> tuple[tf.data.Dataset, int]:
+def eval_dataset(builder, config, split: str | None = None) -> tf.data.Dataset:
   """Every scored instance of the eval split once, in a fixed order, unaugmented.
 
-  Returns the dataset (batches of `eval.batch_size`, the last one short) and
-  the number of instances.
+  Batches of `eval.batch_size`, the last one short.
   """
   spec = keypoints_lib.get_spec(config.dataset.keypoints)
   split = split or config.dataset.eval_split
@@ -277,7 +276,7 @@ def eval_dataset(builder, config, split: str | None = None) -> tuple[tf.data.Dat
       lambda inst: _make_example(inst, tf.constant([0, 0], tf.int64), config, spec, False),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(config.eval.batch_size).prefetch(2).with_options(_options())
-  return ds, count_instances(builder, split)
+  return ds
 
 
 def ground_truth(builder, split: str) -> dict:

@@ -65,7 +65,8 @@ def test_training_flip_mirrors_the_crop_and_swaps_left_and_right(
   config.dataset.data_dir = smoke_data_dir
   config.input.update(scale_factor=0.0, rotation_prob=0.0, half_body_prob=0.0, flip=True)
   spec = keypoints_lib.COCO
-  eval_ds, n = pipeline.eval_dataset(smoke_builder, config, 'train')
+  eval_ds = pipeline.eval_dataset(smoke_builder, config, 'train')
+  n = pipeline.count_instances(smoke_builder, 'train')
   reference = {}
   for batch in eval_ds.as_numpy_iterator():
     for i, instance_id in enumerate(batch['instance_id']):
