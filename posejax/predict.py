@@ -25,7 +25,7 @@ def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None):
   mirrored back with left/right swapped, are averaged with the plain ones.
   """
   def predict(variables, images):
-    x = common.normalize_images(images).astype(model.dtype)
+    x = common.model_inputs(model, images)
     heatmaps = model.apply(variables, x, train=False)[-1].astype(jnp.float32)
     if flip_index is not None:
       flipped = model.apply(variables, x[:, :, ::-1, :], train=False)[-1]

@@ -13,8 +13,6 @@ import os
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 import flax
 import jax
 import jax.numpy as jnp
@@ -88,7 +86,7 @@ def create_train_state(model, tx, rng, input_size, mesh) -> TrainState:
 def train_step(state: TrainState, batch: dict, *, model, codec, tx,
                stage_weights=None):
   """One optimisation step on a global batch; returns the state and metrics."""
-  images = common.normalize_images(batch['image']).astype(model.dtype)
+  images = common.model_inputs(model, batch['image'])
   targets, weights = codec.encode(batch['keypoints'], batch['visibility'])
 
   def loss_fn(params):
@@ -169,6 +167,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Returns the final evaluation metrics.
   """
+  # clu's writers and tf.data load TensorFlow: imported here, so that the
+  # step and the state stay importable without it (benchmarks, notebooks).
+  from clu import metric_writers
+  from clu import periodic_actions
   from posejax import eval as eval_lib
   from posejax.data import pipeline
 

@@ -1,6 +1,7 @@
 """Shared fixtures. Data is generated here, never downloaded."""
 
 import os
+import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -9,6 +10,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       tempfile.mkdtemp(prefix='posejax_test_jax_cache_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
+
+# Shared test helpers (`import reference_layouts`) live in tests/, which is not
+# a package; pytest's default import mode already puts this directory on the
+# path, this makes it independent of --import-mode.
+_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if _TESTS_DIR not in sys.path:
+  sys.path.insert(0, _TESTS_DIR)
 
 import pytest
 

@@ -6,7 +6,9 @@ Writes the exact COCO 2017 person-keypoint layout (`<root>/<split>/*.jpg` and
 
 Each image holds 1-3 figures: a body model (head, neck, torso, limbs, hands,
 feet) with the 17 COCO keypoints at its joint centres and on its head, at
-varied scale, position, in-plane rotation and limb angles, on a textured
+varied scale, position, in-plane rotation and limb angles (mostly everyday
+poses, as in photos of people, with a share of raised arms and legs; knees
+never bend sideways), on a textured
 background with distractor shapes (some limb-like), sometimes behind an
 occluder or partly out of the frame.
 
@@ -64,7 +66,7 @@ _SUB = 1 << _SHIFT
 
 # Bumped whenever the generated content changes, so that
 # `ensure_synthetic_coco` replaces data made by an older generator.
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 _MARKER = 'GENERATED.json'
 
 _FIGURE_COUNT_PROBS = (0.4, 0.35, 0.25)  # 1, 2 or 3 figures per image
@@ -74,6 +76,9 @@ _ROTATION_SD_DEG, _ROTATION_MAX_DEG = 20.0, 60.0
 _P_PARTLY_OUTSIDE = 0.15
 _P_OCCLUDER = 0.3
 _P_BACK_FACING = 0.5
+# Pose prior: everyday poses dominate photos, as in COCO.
+_P_RELAXED_ARM = 0.6
+_P_RAISED_LEG = 0.15
 # A new figure may cover at most this fraction of an earlier one (or of
 # itself), so overlaps stay small.
 _MAX_OVERLAP = 0.25
@@ -205,24 +210,32 @@ def _sample_figure(rng: np.random.Generator) -> dict:
 
   elbow, wrist, knee, ankle, forearm_dir, shin_dir = {}, {}, {}, {}, {}, {}
   for s in (-1, 1):
-    upper = rng.uniform(-25, 175)  # across the body .. straight overhead
-    bend = rng.uniform(0, 150) * (1 if rng.uniform() < 0.5 else -1)
+    # Angles in degrees from straight down, positive outwards. Most arms in
+    # photos hang or bend in front of the body; the rest are anywhere from
+    # across the chest to straight overhead.
+    if rng.uniform() < _P_RELAXED_ARM:
+      upper = rng.uniform(-15, 45)
+      bend = rng.uniform(0, 130) * (-1 if rng.uniform() < 0.7 else 1)
+    else:
+      upper = rng.uniform(-25, 175)
+      bend = rng.uniform(0, 150) * (1 if rng.uniform() < 0.5 else -1)
     elbow[s] = shoulder[s] + foreshortened(_UPPER_ARM * arm_scale) * _direction(
         upper, s)
     forearm_dir[s] = _direction(upper + bend, s)
     wrist[s] = elbow[s] + foreshortened(_FOREARM * arm_scale) * forearm_dir[s]
 
-    if rng.uniform() < 0.15:
-      thigh = rng.uniform(40, 100)  # raised leg
+    # Knees do not bend sideways: seen from the front, a bent knee shows as a
+    # foreshortened thigh or shin, and a leg raised sideways lets its shin
+    # hang back towards vertical. So the shin points at most a little
+    # inwards, and legs cross only as far as real ones do.
+    if rng.uniform() < _P_RAISED_LEG:
+      thigh = rng.uniform(30, 100)
+      shin = rng.uniform(-10, thigh)
     else:
-      thigh = rng.uniform(-12, 35)  # together .. apart
-    if rng.uniform() < 0.5:
-      knee_bend = rng.uniform(0, 120)
-    else:
-      knee_bend = rng.uniform(0, 25)
-    knee_bend *= 1 if rng.uniform() < 0.5 else -1
+      thigh = rng.uniform(-8, 25)  # together .. apart
+      shin = thigh + rng.uniform(-12, 12)
     knee[s] = hip[s] + foreshortened(_THIGH * leg_scale) * _direction(thigh, s)
-    shin_dir[s] = _direction(thigh - knee_bend, s)
+    shin_dir[s] = _direction(shin, s)
     ankle[s] = knee[s] + foreshortened(_SHIN * leg_scale) * shin_dir[s]
 
   # Head frame: `down` runs from the crown to the chin, `right` to the head's

@@ -1,6 +1,6 @@
 """Pose networks: `config.model.name` -> Linen module class.
 
-Every network takes NHWC float images (see `common.normalize_images`) and
+Every network takes NHWC float images (see `common.model_inputs`) and
 returns a list of float32 heatmap tensors, one per supervised stage.
 """
 
@@ -13,16 +13,28 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from posejax.models.common import normalize_images
+from posejax.models.cpm import CPM
+from posejax.models.cpm import CPM_PRESETS
+from posejax.models.hourglass import HOURGLASS_PRESETS
+from posejax.models.hourglass import StackedHourglass
 from posejax.models.hrnet import HRNET_PRESETS
 from posejax.models.hrnet import HRNet
+from posejax.models.simple_baseline import SIMPLE_BASELINE_PRESETS
+from posejax.models.simple_baseline import SimpleBaseline
 
 MODELS: dict[str, type[nn.Module]] = {
     'hrnet': HRNet,
+    'simple_baseline': SimpleBaseline,
+    'hourglass': StackedHourglass,
+    'cpm': CPM,
 }
 
 # Named bundles of constructor fields, applied before the config's own fields.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     'hrnet': HRNET_PRESETS,
+    'simple_baseline': SIMPLE_BASELINE_PRESETS,
+    'hourglass': HOURGLASS_PRESETS,
+    'cpm': CPM_PRESETS,
 }
 
 DTYPES = {
@@ -116,6 +128,8 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
 
 
 __all__ = [
-    'DTYPES', 'HRNET_PRESETS', 'HRNet', 'MODELS', 'PRESETS', 'build_model',
-    'model_fields', 'normalize_images',
+    'CPM', 'CPM_PRESETS', 'DTYPES', 'HOURGLASS_PRESETS', 'HRNET_PRESETS',
+    'HRNet', 'MODELS',
+    'PRESETS', 'SIMPLE_BASELINE_PRESETS', 'SimpleBaseline',
+    'StackedHourglass', 'build_model', 'model_fields', 'normalize_images',
 ]

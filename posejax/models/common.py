@@ -11,7 +11,8 @@ modules one parameter at a time:
 * BatchNorm uses PyTorch's defaults: momentum 0.1 in PyTorch's convention
   (0.9 in Flax's), epsilon 1e-5, scale 1, bias 0;
 * convolution kernels start from normal(std=0.001) and biases from 0, as the
-  official HRNet `init_weights` does.
+  official HRNet `init_weights` does; blocks take `kernel_init` for networks
+  initialised otherwise (torchvision's ResNet init for SimpleBaselines).
 
 All modules take `dtype`, the computation dtype (e.g. `jnp.bfloat16`); the
 parameters stay float32 and Flax computes the BatchNorm statistics in float32.
@@ -22,7 +23,8 @@ the entries `X.0` and `X.1` of a PyTorch `nn.Sequential(conv, bn[, relu])`.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,24 +43,44 @@ conv_kernel_init = nn.initializers.normal(stddev=0.001)
 conv_bias_init = nn.initializers.zeros
 
 Dtype = Any
+Initializer = Callable[..., jax.Array]
 
 
-def normalize_images(images: jax.Array) -> jax.Array:
-  """Maps uint8 NHWC RGB images to float32 with ImageNet mean/std.
+NORMALIZATIONS = ('imagenet', 'unit')
+
+
+def normalize_images(images: jax.Array, mode: str = 'imagenet') -> jax.Array:
+  """Maps uint8 NHWC RGB images to the float32 input a network was trained on.
 
   Args:
     images: (..., H, W, 3) uint8 (or any real dtype in [0, 255]) RGB images.
+    mode: 'imagenet', `(images / 255 - mean) / std` with ImageNet statistics
+      (HRNet, SimpleBaselines, CPM); or 'unit', `images / 255` (the
+      princeton-vl Stacked Hourglass).
 
   Returns:
-    float32 array of the same shape: `(images / 255 - mean) / std`.
+    float32 array of the same shape.
   """
   if images.shape[-1] != 3:
     raise ValueError(
         f'normalize_images expects RGB images with 3 channels last (NHWC), '
         f'got shape {images.shape}.')
+  if mode not in NORMALIZATIONS:
+    raise ValueError(f'Unknown image normalisation {mode!r}; one of '
+                     f'{NORMALIZATIONS}.')
+  x = images.astype(jnp.float32) / 255.0
+  if mode == 'unit':
+    return x
   mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
   std = jnp.asarray(IMAGENET_STD, jnp.float32)
-  return (images.astype(jnp.float32) / 255.0 - mean) / std
+  return (x - mean) / std
+
+
+def model_inputs(model: nn.Module, images: jax.Array) -> jax.Array:
+  """Images normalised as `model` expects (its class's `input_normalization`,
+  'imagenet' unless it says otherwise), in the model's compute dtype."""
+  mode = getattr(model, 'input_normalization', 'imagenet')
+  return normalize_images(images, mode).astype(model.dtype)
 
 
 def conv(features: int,
@@ -67,6 +89,7 @@ def conv(features: int,
          strides: int = 1,
          use_bias: bool = False,
          dtype: Dtype = jnp.float32,
+         kernel_init: Initializer = conv_kernel_init,
          name: str | None = None) -> nn.Conv:
   """A square convolution with PyTorch-style symmetric padding `k // 2`."""
   pad = kernel_size // 2
@@ -78,7 +101,7 @@ def conv(features: int,
       use_bias=use_bias,
       dtype=dtype,
       param_dtype=jnp.float32,
-      kernel_init=conv_kernel_init,
+      kernel_init=kernel_init,
       bias_init=conv_bias_init,
       name=name)
 
@@ -111,11 +134,12 @@ class ConvBN(nn.Module):
   strides: int = 1
   relu: bool = True
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = conv_kernel_init
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = conv(self.features, self.kernel_size, strides=self.strides,
-             dtype=self.dtype, name='conv')(x)
+             dtype=self.dtype, kernel_init=self.kernel_init, name='conv')(x)
     x = batch_norm(train, dtype=self.dtype, name='bn')(x)
     if self.relu:
       x = nn.relu(x)
@@ -134,6 +158,7 @@ class BasicBlock(nn.Module):
   strides: int = 1
   downsample: bool = False
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = conv_kernel_init
 
   expansion = 1
 
@@ -141,14 +166,16 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     residual = x
     y = conv(self.planes, 3, strides=self.strides, dtype=self.dtype,
-             name='conv1')(x)
+             kernel_init=self.kernel_init, name='conv1')(x)
     y = batch_norm(train, dtype=self.dtype, name='bn1')(y)
     y = nn.relu(y)
-    y = conv(self.planes, 3, dtype=self.dtype, name='conv2')(y)
+    y = conv(self.planes, 3, dtype=self.dtype, kernel_init=self.kernel_init,
+             name='conv2')(y)
     y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
     if self.downsample:
       residual = ConvBN(self.planes * self.expansion, kernel_size=1,
                         strides=self.strides, relu=False, dtype=self.dtype,
+                        kernel_init=self.kernel_init,
                         name='downsample')(x, train)
     return nn.relu(y + residual)
 
@@ -164,25 +191,28 @@ class Bottleneck(nn.Module):
   strides: int = 1
   downsample: bool = False
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = conv_kernel_init
 
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     residual = x
-    y = conv(self.planes, 1, dtype=self.dtype, name='conv1')(x)
+    y = conv(self.planes, 1, dtype=self.dtype, kernel_init=self.kernel_init,
+             name='conv1')(x)
     y = batch_norm(train, dtype=self.dtype, name='bn1')(y)
     y = nn.relu(y)
     y = conv(self.planes, 3, strides=self.strides, dtype=self.dtype,
-             name='conv2')(y)
+             kernel_init=self.kernel_init, name='conv2')(y)
     y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
     y = nn.relu(y)
     y = conv(self.planes * self.expansion, 1, dtype=self.dtype,
-             name='conv3')(y)
+             kernel_init=self.kernel_init, name='conv3')(y)
     y = batch_norm(train, dtype=self.dtype, name='bn3')(y)
     if self.downsample:
       residual = ConvBN(self.planes * self.expansion, kernel_size=1,
                         strides=self.strides, relu=False, dtype=self.dtype,
+                        kernel_init=self.kernel_init,
                         name='downsample')(x, train)
     return nn.relu(y + residual)
 
@@ -191,3 +221,54 @@ def needs_downsample(in_features: int, planes: int, strides: int,
                      expansion: int) -> bool:
   """Whether a block needs a projection shortcut (torchvision's rule)."""
   return strides != 1 or in_features != planes * expansion
+
+
+# Flax variable leaf -> PyTorch parameter / buffer name.
+TORCH_LEAF_NAMES = {
+    'kernel': 'weight',
+    'scale': 'weight',
+    'bias': 'bias',
+    'mean': 'running_mean',
+    'var': 'running_var',
+}
+
+# `ConvBN` children -> their index in PyTorch's `nn.Sequential(conv, bn)`.
+_SEQUENTIAL_CHILDREN = {'conv': '0', 'bn': '1'}
+
+
+def torch_state_dict_key(path: Sequence[str],
+                         sequential_children: bool = True) -> str:
+  """PyTorch state-dict key of a Flax variable path.
+
+  Shared by the per-network `torch_state_dict_key` functions. Every module
+  name has its list indices turned back into PyTorch's (`stage2_0` ->
+  `stage2.0`, `fuse_layers_1_0_0` -> `fuse_layers.1.0.0`), and the leaf is
+  renamed by `TORCH_LEAF_NAMES` (`kernel`/`scale` -> `weight`, `bias` ->
+  `bias`, `mean` -> `running_mean`, `var` -> `running_var`).
+
+  Args:
+    path: keys from the collection root to the leaf, e.g.
+      `('layer1_0', 'downsample', 'conv', 'kernel')`.
+    sequential_children: whether module names `conv` and `bn` are the
+      entries `0` and `1` of an `nn.Sequential` (a `ConvBN`, as in HRNet and
+      SimpleBaselines), or keep their names (modules whose PyTorch
+      counterparts have `conv`/`bn` attributes: the Stacked Hourglass
+      `Conv`, mmcv's `ConvModule` in CPM).
+
+  Returns:
+    The key, e.g. `'layer1.0.downsample.0.weight'` (or
+    `'layer1.0.downsample.conv.weight'` without `sequential_children`).
+
+  Raises:
+    ValueError: if the leaf is not one of `TORCH_LEAF_NAMES`.
+  """
+  if path[-1] not in TORCH_LEAF_NAMES:
+    raise ValueError(f'Unknown variable leaf {path[-1]!r} in {path}.')
+  parts = []
+  for name in path[:-1]:
+    if sequential_children and name in _SEQUENTIAL_CHILDREN:
+      parts.append(_SEQUENTIAL_CHILDREN[name])
+    else:
+      parts.append(re.sub(r'_(\d+)', r'.\1', name))
+  parts.append(TORCH_LEAF_NAMES[path[-1]])
+  return '.'.join(parts)

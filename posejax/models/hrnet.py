@@ -13,6 +13,17 @@ deep-high-resolution-net.pytorch, with the same structure:
 The last module of the last stage only outputs the highest-resolution branch
 (`multi_scale_output=False` in the original).
 
+HRNetV2 for facial landmarks (`head='concat'`, preset `v2_w18`) follows
+`lib/models/hrnet.py` of the official HRNet-Facial-Landmark-Detection instead:
+the last module keeps every branch, the fusion upsamples bilinearly
+(`fuse_upsample='bilinear'`), and the head upsamples all branches bilinearly
+to the highest resolution, concatenates them (18+36+72+144 = 270 channels for
+W18) and applies `head.0` (1x1 conv with bias, 270 -> 270), `head.1` (BN),
+ReLU and `head.3` (1x1 conv with bias to the landmarks); output stride 4.
+Its BatchNorm momentum is 0.01 in PyTorch's convention; here it stays at 0.1
+like every other network (it only changes how fast the running statistics
+follow the batches, not the function or the parameters).
+
 Parameter names and the official PyTorch state-dict keys
 --------------------------------------------------------
 Submodules are named after the PyTorch attributes, with list indices appended
@@ -26,6 +37,7 @@ of the original is a `ConvBN` whose children `conv` and `bn` are its entries
   stage2.0.fuse_layers.0.1.{0,1}  stage2_0/fuse_layers_0_1/{conv,bn}   (j > i)
   stage2.0.fuse_layers.1.0.0.{0,1}  stage2_0/fuse_layers_1_0_0/{conv,bn} (j < i)
   layer1.0.downsample.{0,1}     layer1_0/downsample/{conv,bn}
+  head.0 / head.1 / head.3      head_0 / head_1 / head_3      (concat head)
 
 Leaves: `kernel` -> `weight` (HWIO -> OIHW: `kernel.transpose(3, 2, 0, 1)`),
 BN `scale` -> `weight`, `bias` -> `bias`, batch_stats `mean` -> `running_mean`,
@@ -36,7 +48,6 @@ fixed momentum).
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import flax.linen as nn
@@ -49,12 +60,30 @@ HRNET_PRESETS = {
     'w18': dict(widths=(18, 36, 72, 144)),
     'w32': dict(widths=(32, 64, 128, 256)),
     'w48': dict(widths=(48, 96, 192, 384)),
+    # HRNetV2-W18 for facial landmarks (WFLW, 300W, ... at 256x256).
+    'v2_w18': dict(widths=(18, 36, 72, 144), head='concat',
+                   fuse_upsample='bilinear'),
 }
+
+HEADS = ('single', 'concat')
+UPSAMPLINGS = ('nearest', 'bilinear')
 
 
 def _upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
   """Nearest-neighbour upsampling of NHWC by an integer factor (PyTorch's)."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def _upsample_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bilinear resize of NHWC to `size` (height, width), as PyTorch's.
+
+  Matches `F.interpolate(x, size, mode='bilinear', align_corners=False)`:
+  both sample at half-pixel centres, and where PyTorch clamps a sample
+  position to the border, `jax.image.resize` renormalises the weights of the
+  pixels inside, which gives the same value when enlarging.
+  """
+  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]),
+                          method='bilinear')
 
 
 class HighResolutionModule(nn.Module):
@@ -65,12 +94,15 @@ class HighResolutionModule(nn.Module):
       already have these channels (the transitions take care of that).
     num_blocks: BasicBlocks per branch.
     multi_scale_output: if False, only fuse into (and return) branch 0.
+    upsample: how lower-resolution branches are enlarged in the fusion,
+      'nearest' (pose HRNet) or 'bilinear' (HRNetV2).
     dtype: computation dtype.
   """
 
   widths: tuple[int, ...]
   num_blocks: int = 4
   multi_scale_output: bool = True
+  upsample: str = 'nearest'
   dtype: common.Dtype = jnp.float32
 
   @nn.compact
@@ -104,7 +136,11 @@ class HighResolutionModule(nn.Module):
           z = common.ConvBN(self.widths[i], kernel_size=1, relu=False,
                             dtype=self.dtype,
                             name=f'fuse_layers_{i}_{j}')(xs[j], train)
-          z = _upsample_nearest(z, 2**(j - i))
+          if self.upsample == 'bilinear':
+            # To branch i's exact size, as the original's F.interpolate.
+            z = _upsample_bilinear(z, xs[i].shape[1:3])
+          else:
+            z = _upsample_nearest(z, 2**(j - i))
           if z.shape[1:3] != xs[i].shape[1:3]:
             raise ValueError(
                 f'{self.name}: branch {j} upsampled to {z.shape[1:3]} does '
@@ -140,6 +176,11 @@ class HRNet(nn.Module):
     num_modules: high-resolution modules in stages 2, 3, ...; one entry per
       stage, so `len(num_modules) == len(widths) - 1`.
     num_blocks: BasicBlocks per branch in each module.
+    head: 'single', a 1x1 conv on the highest-resolution branch (pose HRNet),
+      or 'concat', the HRNetV2 head on all branches (see the module
+      docstring).
+    fuse_upsample: 'nearest' (pose HRNet) or 'bilinear' (HRNetV2) upsampling
+      in the fusion of the high-resolution modules.
     dtype: computation dtype (params stay float32; output is float32).
   """
 
@@ -149,6 +190,8 @@ class HRNet(nn.Module):
   widths: tuple[int, ...] = (32, 64, 128, 256)
   num_modules: tuple[int, ...] = (1, 4, 3)
   num_blocks: int = 4
+  head: str = 'single'
+  fuse_upsample: str = 'nearest'
   dtype: common.Dtype = jnp.float32
 
   def __post_init__(self):
@@ -170,6 +213,13 @@ class HRNet(nn.Module):
       raise ValueError(
           f'HRNet.widths and HRNet.num_modules must be positive, got '
           f'{self.widths} and {self.num_modules}.')
+    if self.head not in HEADS:
+      raise ValueError(
+          f'HRNet.head must be one of {HEADS}, got {self.head!r}.')
+    if self.fuse_upsample not in UPSAMPLINGS:
+      raise ValueError(
+          f'HRNet.fuse_upsample must be one of {UPSAMPLINGS}, got '
+          f'{self.fuse_upsample!r}.')
     super().__post_init__()
 
   @nn.compact
@@ -213,11 +263,28 @@ class HRNet(nn.Module):
       xs = self._transition(stage - 1, xs, stage_widths, train)
       num_modules = self.num_modules[stage - 2]
       for m in range(num_modules):
+        # The single head reads branch 0 only: the very last module need not
+        # fuse into the other branches.
         last = stage == num_stages and m == num_modules - 1
         xs = HighResolutionModule(
             stage_widths, num_blocks=self.num_blocks,
-            multi_scale_output=not last, dtype=self.dtype,
+            multi_scale_output=not last or self.head == 'concat',
+            upsample=self.fuse_upsample, dtype=self.dtype,
             name=f'stage{stage}_{m}')(xs, train)
+
+    if self.head == 'concat':
+      size = xs[0].shape[1:3]
+      x = jnp.concatenate(
+          [xs[0]] + [_upsample_bilinear(z, size) for z in xs[1:]], axis=-1)
+      # Named after the entries 0, 1 and 3 (after the ReLU) of the
+      # original's `head` Sequential; its first conv has a bias before BN.
+      x = common.conv(x.shape[-1], 1, use_bias=True, dtype=self.dtype,
+                      name='head_0')(x)
+      x = common.batch_norm(train, dtype=self.dtype, name='head_1')(x)
+      x = nn.relu(x)
+      x = common.conv(self.num_keypoints, 1, use_bias=True, dtype=self.dtype,
+                      name='head_3')(x)
+      return [x.astype(jnp.float32)]
 
     x = common.conv(self.num_keypoints, 1, use_bias=True, dtype=self.dtype,
                     name='final_layer')(xs[0])
@@ -253,15 +320,6 @@ class HRNet(nn.Module):
     return outputs
 
 
-_LEAF_TO_TORCH = {
-    'kernel': 'weight',
-    'scale': 'weight',
-    'bias': 'bias',
-    'mean': 'running_mean',
-    'var': 'running_var',
-}
-
-
 def torch_state_dict_key(path: Sequence[str]) -> str:
   """Official PyTorch state-dict key of a Flax variable path.
 
@@ -274,15 +332,4 @@ def torch_state_dict_key(path: Sequence[str]) -> str:
     The key, e.g. `'stage2.0.fuse_layers.1.0.0.0.weight'`. Kernels must be
     transposed from HWIO to OIHW when converting values.
   """
-  parts = []
-  for name in path[:-1]:
-    if name == 'conv':
-      parts.append('0')
-    elif name == 'bn':
-      parts.append('1')
-    else:
-      parts.append(re.sub(r'_(\d+)', r'.\1', name))
-  if path[-1] not in _LEAF_TO_TORCH:
-    raise ValueError(f'Unknown variable leaf {path[-1]!r} in {path}.')
-  parts.append(_LEAF_TO_TORCH[path[-1]])
-  return '.'.join(parts)
+  return common.torch_state_dict_key(path)

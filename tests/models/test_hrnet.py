@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import collections
 import functools
-import pathlib
 import subprocess
 import sys
 
@@ -19,29 +17,14 @@ import pytest
 from posejax import models
 from posejax.models import common
 from posejax.models import hrnet
+import reference_layouts
 
 # Key, shape, dtype and kind of every entry of the official
 # deep-high-resolution-net.pytorch HRNet-W32 state dict (random weights).
-_REFERENCE = (pathlib.Path(__file__).resolve().parents[1] / 'fixtures' /
-              'torch_state_dicts' / 'hrnet_w32_official.txt')
+_REFERENCE = 'hrnet_w32_official'
 
 NARROW = dict(widths=(8, 16, 32), num_modules=(1, 1), num_blocks=1,
               stem_width=16, stage1_blocks=1)
-
-
-def _read_reference() -> dict[str, tuple[tuple[int, ...], str]]:
-  """Official state dict listing: key -> (shape, kind)."""
-  if not _REFERENCE.exists():
-    pytest.fail(
-        f'Reference state-dict listing not found at {_REFERENCE}; it ships '
-        'with the tests (tests/fixtures/torch_state_dicts).')
-  entries = {}
-  for line in _REFERENCE.read_text().splitlines():
-    if not line or line.startswith('#'):
-      continue
-    key, shape, _, kind = line.split('\t')
-    entries[key] = (tuple(ast.literal_eval(shape)), kind)
-  return entries
 
 
 @functools.cache
@@ -70,16 +53,16 @@ def test_parameter_count_matches_official(preset, expected):
 
 
 def test_w32_parameter_shapes_match_official_state_dict():
-  reference = _read_reference()
+  reference = reference_layouts.read_listing(_REFERENCE)
   official = collections.Counter(
-      shape for shape, kind in reference.values() if kind == 'param')
+      shape for shape, _, kind in reference.values() if kind == 'param')
   variables = _abstract_variables('w32')
   ours = collections.Counter(
       _torch_shape(x.shape) for x in jax.tree.leaves(variables['params']))
   assert ours == official
 
   # batch_stats <-> running_mean / running_var buffers.
-  official_stats = [shape for key, (shape, _) in reference.items()
+  official_stats = [shape for key, (shape, _, _) in reference.items()
                     if key.endswith(('.running_mean', '.running_var'))]
   stats = jax.tree.leaves(variables['batch_stats'])
   assert len(stats) == len(official_stats)
@@ -87,8 +70,8 @@ def test_w32_parameter_shapes_match_official_state_dict():
 
 
 def test_w32_names_map_to_official_keys():
-  reference = _read_reference()
-  official = {key: shape for key, (shape, _) in reference.items()
+  reference = reference_layouts.read_listing(_REFERENCE)
+  official = {key: shape for key, (shape, _, _) in reference.items()
               if not key.endswith('num_batches_tracked')}
   variables = _abstract_variables('w32')
   ours = {}
@@ -294,6 +277,20 @@ def test_normalize_images():
   expected = (np.array([0, 128, 255]) / 255.0 - np.array(common.IMAGENET_MEAN)
              ) / np.array(common.IMAGENET_STD)
   np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+
+
+def test_each_network_gets_the_input_it_was_trained_on():
+  images = jnp.array([[[[0, 128, 255]]]], jnp.uint8)
+  hourglass = models.build_model(dict(name='hourglass', dtype='bfloat16'), 16)
+  x = common.model_inputs(hourglass, images)
+  assert x.dtype == jnp.bfloat16  # the model's compute dtype
+  np.testing.assert_allclose(np.asarray(x, np.float32)[0, 0, 0],
+                             np.array([0, 128, 255]) / 255.0, rtol=1e-2)
+  hrnet_model = models.build_model(dict(name='hrnet'), 17)
+  np.testing.assert_array_equal(common.model_inputs(hrnet_model, images),
+                                common.normalize_images(images))
+  with pytest.raises(ValueError, match='Unknown image normalisation'):
+    common.normalize_images(images, 'caffe')
 
 
 def test_build_model_from_config_dict():

@@ -1,0 +1,280 @@
+r"""Images/s of the inference and training steps of one network.
+
+  python -m posejax.benchmark --model=hrnet:w32 --batch=32 --input=256x192 \
+      --dtype=bfloat16 [--keypoints=17 --steps=20 --warmup=3]
+
+Measures the code that runs in practice, on one device: the forward is
+`predict.make_predict_fn` without flip test (normalise, eval-mode forward,
+decode), the train step is `train.jit_train_step` (render targets, forward,
+backward, Adam) on a 1-device mesh with the state donated. Inputs are random
+batches already on the device (uint8 images, keypoints, visibility, as the
+data pipeline delivers them), so the host and the input pipeline are not
+measured.
+
+Each step is compiled ahead of time (lower + compile: the reported compile
+time), run `warmup` times, then timed `steps` times with `block_until_ready`
+after each call; the median time gives images/s. Also reported: XLA's FLOP
+count of each step and the FLOP/s achieved (with `--peak_tflops`, the share
+of the chip's peak), XLA's memory estimate of each executable (arguments +
+outputs + temporaries) and the device's peak memory in use where the backend
+reports it (GPU, TPU; not XLA:CPU). The last line is the result as JSON.
+
+The heatmap stride of the codec is read from the network's output shape
+(4 for HRNet, 8 for CPM). TensorFlow is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import types
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from posejax import codecs
+from posejax import models
+from posejax import predict
+from posejax import sharding
+from posejax import train
+from posejax.models import summary
+
+
+def _time_steps(fn: Callable[[], Any], warmup: int,
+                steps: int) -> list[float]:
+  """Wall seconds of `steps` calls of `fn` after `warmup` untimed ones."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _compile(jitted, *args) -> tuple[Any, float]:
+  """AOT-compiles `jitted` for `args`; returns it and the seconds taken."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def _flops(compiled) -> float | None:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
+    analysis = analysis[0] if analysis else None
+  if not analysis or analysis.get('flops', 0) <= 0:
+    return None
+  return float(analysis['flops'])
+
+
+def _xla_memory_bytes(compiled) -> int | None:
+  """XLA's estimate of an executable's footprint (None if not reported)."""
+  try:
+    stats = compiled.memory_analysis()
+  except (NotImplementedError, jax.errors.JaxRuntimeError):
+    return None
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def _peak_device_bytes(device) -> int | None:
+  stats = device.memory_stats()  # None on XLA:CPU.
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return int(stats['peak_bytes_in_use'])
+
+
+def _random_batch(seed: int, batch_size: int, input_size: Sequence[int],
+                  num_keypoints: int, mesh) -> dict[str, jax.Array]:
+  """A train batch as the pipeline delivers it, placed on the mesh."""
+  height, width = input_size
+  rng = np.random.default_rng(seed)
+  batch = {
+      'image': rng.integers(0, 256, (batch_size, height, width, 3), np.uint8),
+      'keypoints': (rng.uniform(size=(batch_size, num_keypoints, 2)) *
+                    [width - 1, height - 1]).astype(np.float32),
+      # COCO visibility 0/1/2: some joints unlabelled, as in real data.
+      'visibility': rng.integers(0, 3, (batch_size, num_keypoints), np.int32),
+  }
+  return jax.device_put(batch, sharding.data_sharding(mesh))
+
+
+def benchmark(model_spec: str | Mapping[str, Any],
+              batch_size: int,
+              input_size: Sequence[int] | None = None,
+              dtype: str = 'float32',
+              num_keypoints: int | None = None,
+              steps: int = 20,
+              warmup: int = 3,
+              peak_tflops: float | None = None,
+              log: Callable[[str], None] | None = print) -> dict[str, Any]:
+  """Measures inference and train-step throughput of one network.
+
+  Args:
+    model_spec: 'name[:preset]' (a key of `models.MODELS` and one of its
+      presets), or a model config as `config.model` (a dict with `name` and
+      any fields; its `dtype` is replaced by `dtype`).
+    batch_size: images per step.
+    input_size: (height, width); the network's usual one if None (see
+      `summary.default_input`).
+    dtype: the model's computation dtype, 'float32' or 'bfloat16'.
+    num_keypoints: heatmap channels; the network's usual number if None.
+    steps: timed steps of each kind (the median is reported).
+    warmup: untimed steps of each kind after compilation.
+    peak_tflops: the device's peak FLOP/s in TFLOP/s, for the utilisation.
+    log: called with a line of progress; None for silence.
+
+  Returns:
+    A JSON-ready dict: the setup (model, batch, input, dtype, backend,
+    device), and for `forward` and `train`: `images_per_s`, `step_s`
+    (median), `compile_s`, `flops` (one step, XLA's count),
+    `tflops_per_s`, `utilization`, `xla_memory_bytes`; and
+    `peak_memory_bytes` (after both; None where not reported).
+  """
+  if batch_size < 1 or steps < 1 or warmup < 0:
+    raise ValueError(
+        f'Need batch >= 1, steps >= 1 and warmup >= 0; got batch '
+        f'{batch_size}, steps {steps}, warmup {warmup}.')
+  say = log or (lambda _: None)
+  if isinstance(model_spec, str):
+    name, preset = summary.parse_model_spec(model_spec)
+  else:
+    name, preset = model_spec['name'], model_spec.get('preset')
+  default_size, default_k = summary.default_input(name, preset)
+  input_size = tuple(input_size or default_size)
+  num_keypoints = num_keypoints or default_k
+  if isinstance(model_spec, str):
+    model = summary.build(model_spec, num_keypoints, dtype)
+  else:
+    model = models.build_model({**model_spec, 'dtype': dtype}, num_keypoints)
+    model_spec = name + (f':{preset}' if preset else '') + ' (custom)'
+
+  device = jax.devices()[0]
+  mesh = sharding.make_mesh(types.SimpleNamespace(data=1), [device])
+  say(f'backend: {jax.default_backend()}, device: {device.device_kind} '
+      f'({device}), {jax.device_count()} visible')
+
+  # The codec's stride follows the network (CPM's heatmaps are at 1/8).
+  out = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x)[0],
+      jax.ShapeDtypeStruct((1, *input_size, 3), jnp.float32))
+  stride = input_size[0] // out[-1].shape[1]
+  codec = codecs.HeatmapCodec(input_size=input_size, stride=stride)
+
+  optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=0, schedule='step', decay_steps=(),
+      decay_factor=0.1, weight_decay=0.0, grad_clip_norm=0.0))
+  tx, _ = train.make_optimizer(optim, num_steps=1)  # Plain Adam.
+  # 'rbg' keys: XLA:CPU compiles threefry initialisation very slowly.
+  state = train.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
+                                   input_size, mesh)
+  batch = _random_batch(0, batch_size, input_size, num_keypoints, mesh)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  say(f'{model_spec}: {num_params:,} parameters, batch {batch_size}, input '
+      f'{input_size[0]}x{input_size[1]}, {num_keypoints} keypoints, {dtype}, '
+      f'heatmap stride {stride}')
+
+  result: dict[str, Any] = dict(
+      model=model_spec, batch=batch_size, input=list(input_size),
+      keypoints=num_keypoints, dtype=dtype, params=num_params,
+      backend=jax.default_backend(), device=device.device_kind,
+      steps=steps, warmup=warmup)
+
+  def report(kind, compiled, compile_s, times):
+    step_s = statistics.median(times)
+    flops = _flops(compiled)
+    tflops_per_s = None if flops is None else flops / step_s / 1e12
+    entry = dict(
+        images_per_s=batch_size / step_s, step_s=step_s, compile_s=compile_s,
+        flops=flops, tflops_per_s=tflops_per_s,
+        utilization=(tflops_per_s / peak_tflops
+                     if tflops_per_s is not None and peak_tflops else None),
+        xla_memory_bytes=_xla_memory_bytes(compiled))
+    result[kind] = entry
+    line = (f'{kind:>7}: {entry["images_per_s"]:9.2f} images/s, '
+            f'{step_s * 1e3:9.2f} ms/step (median of {len(times)}), '
+            f'compile {compile_s:6.1f} s')
+    if tflops_per_s is not None:
+      line += f', {tflops_per_s:.3f} TFLOP/s'
+    if entry['utilization'] is not None:
+      line += f' ({100 * entry["utilization"]:.1f}% of peak)'
+    if entry['xla_memory_bytes'] is not None:
+      line += f', XLA memory {entry["xla_memory_bytes"] / 2**20:.0f} MiB'
+    say(line)
+
+  # Forward first: the train step donates (consumes) the state.
+  predict_fn = predict.make_predict_fn(model, codec)
+  variables = state.variables
+  compiled, compile_s = _compile(predict_fn, variables, batch['image'])
+  times = _time_steps(lambda: compiled(variables, batch['image']), warmup,
+                      steps)
+  report('forward', compiled, compile_s, times)
+
+  step_fn = train.jit_train_step(model, codec, tx, mesh, state)
+  compiled, compile_s = _compile(step_fn, state, batch)
+  holder = [state]
+  del state, variables  # Donated below.
+
+  def train_step():
+    holder[0], metrics = compiled(holder[0], batch)
+    return holder[0], metrics
+
+  times = _time_steps(train_step, warmup, steps)
+  loss = float(jax.device_get(train_step()[1]['loss']))
+  if not np.isfinite(loss):
+    raise FloatingPointError(f'Train-step loss is {loss}.')
+  report('train', compiled, compile_s, times)
+
+  peak = _peak_device_bytes(device)
+  result['peak_memory_bytes'] = peak
+  say('peak device memory: ' +
+      ('n/a (not reported by this backend)' if peak is None
+       else f'{peak / 2**30:.2f} GiB'))
+  return result
+
+
+def define_flags() -> None:
+  """The command-line flags, defined only when run as a program."""
+  flags.DEFINE_string('model', 'hrnet:w32', 'NAME[:PRESET], e.g. hrnet:w32.')
+  flags.DEFINE_integer('batch', 32, 'Images per step.')
+  flags.DEFINE_string(
+      'input', None, "HEIGHTxWIDTH, e.g. 256x192; the network's usual if unset.")
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                    'Computation dtype (parameters stay float32).')
+  flags.DEFINE_integer(
+      'keypoints', None, "Heatmap channels; the network's usual if unset.")
+  flags.DEFINE_integer('steps', 20, 'Timed steps of each kind (median).')
+  flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+  flags.DEFINE_float(
+      'peak_tflops', None,
+      "The device's peak TFLOP/s at --dtype, to report the utilisation.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  values = flags.FLAGS
+  try:
+    input_size = (summary.parse_input_size(values.input)
+                  if values.input else None)
+    result = benchmark(values.model, values.batch, input_size, values.dtype,
+                       values.keypoints, values.steps, values.warmup,
+                       values.peak_tflops)
+  except ValueError as e:
+    raise SystemExit(f'posejax.benchmark: {e}') from None
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,42 @@
+"""Tests for posejax.benchmark (a tiny HRNet, two timed steps)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from posejax import benchmark
+
+TINY_HRNET = dict(name='hrnet', stem_width=8, stage1_blocks=1, widths=(4, 8),
+                  num_modules=(1,), num_blocks=1)
+
+
+def test_benchmark_reports_positive_finite_numbers():
+  lines = []
+  result = benchmark.benchmark(TINY_HRNET, batch_size=2, input_size=(32, 32),
+                               num_keypoints=3, steps=2, warmup=1,
+                               peak_tflops=1.0, log=lines.append)
+  json.dumps(result)  # The CLI prints it as one JSON line.
+  assert result['backend'] == 'cpu'
+  assert result['batch'] == 2 and result['input'] == [32, 32]
+  assert result['params'] > 0
+  for kind in ('forward', 'train'):
+    entry = result[kind]
+    for field in ('images_per_s', 'step_s', 'compile_s', 'flops',
+                  'tflops_per_s', 'utilization'):
+      assert math.isfinite(entry[field]) and entry[field] > 0, (kind, field)
+    assert math.isclose(entry['images_per_s'] * entry['step_s'], 2)
+  # Backward + Adam cost more than the forward alone.
+  assert result['train']['flops'] > 2 * result['forward']['flops']
+  # XLA:CPU reports no device memory statistics.
+  assert result['peak_memory_bytes'] is None
+  assert any(line.startswith('backend: cpu') for line in lines)
+  assert any('n/a' in line for line in lines)
+
+
+def test_benchmark_imports_no_tensorflow():
+  code = ('import sys, posejax.benchmark; '
+          'assert "tensorflow" not in sys.modules, "tensorflow imported"')
+  subprocess.run([sys.executable, '-c', code], check=True)
