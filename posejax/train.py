@@ -234,6 +234,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       with report.timed('eval'):
         metrics = eval_lib.evaluate(setup, state.variables, workdir, step)
       writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+  # Stop the input pipeline's background threads now rather than at
+  # interpreter exit.
+  del train_iter
   if not metrics:  # Resumed a finished run: evaluate its last checkpoint.
     metrics = eval_lib.evaluate(setup, state.variables, workdir, int(state.step))
   manager.wait_until_finished()
