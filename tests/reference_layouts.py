@@ -91,3 +91,38 @@ def random_variables(abstract, seed: int = 0, kernel_gain: float = 1.0):
     return jnp.asarray(value, x.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def init_like_variables(abstract, kernel, seed: int = 0,
+                        bias_bound: float = 0.0):
+  """Concrete variables shaped like an initialiser's output, from numpy.
+
+  XLA:CPU compiles a threefry draw per layer slowly, so tests of whole
+  networks fill their variables here; the initialisers themselves are tested
+  on single layers.
+
+  Args:
+    abstract: variables tree of `jax.ShapeDtypeStruct`s.
+    kernel: (numpy Generator, shape) -> kernel values.
+    seed: numpy seed.
+    bias_bound: biases ~ U(-bias_bound, bias_bound) (0: zeros).
+
+  Returns:
+    The tree with kernels from `kernel`, BN scales and running variances 1,
+    running means 0.
+  """
+  rng = np.random.default_rng(seed)
+
+  def fill(path, x):
+    leaf = path[-1].key
+    if leaf == 'kernel':
+      value = kernel(rng, x.shape)
+    elif leaf in ('scale', 'var'):
+      value = np.ones(x.shape)
+    elif leaf == 'bias' and bias_bound:
+      value = rng.uniform(-bias_bound, bias_bound, x.shape)
+    else:  # bias, mean
+      value = np.zeros(x.shape)
+    return jnp.asarray(value, x.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)

@@ -120,22 +120,10 @@ def _fill_like_init(abstract, seed=0):
   forward pass; the initialisers themselves are tested on single layers in
   `test_initialisation_is_pytorch_default`.
   """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, x):
-    leaf = path[-1].key
-    if leaf == 'kernel':
-      bound = 1.0 / np.sqrt(np.prod(x.shape[:-1]))
-      value = rng.uniform(-bound, bound, x.shape)
-    elif leaf in ('scale', 'var'):
-      value = np.ones(x.shape)
-    elif leaf == 'bias':
-      value = rng.uniform(-0.1, 0.1, x.shape)
-    else:  # mean
-      value = np.zeros(x.shape)
-    return jnp.asarray(value, x.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  return reference_layouts.init_like_variables(
+      abstract, lambda rng, shape: rng.uniform(
+          -1, 1, shape) / np.sqrt(np.prod(shape[:-1])),
+      seed, bias_bound=0.1)
 
 
 @pytest.fixture(scope='module')

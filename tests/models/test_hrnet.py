@@ -117,19 +117,9 @@ def _fill_like_init(abstract, seed=0):
   of even a tiny HRNet compiles for ~40 s; the initialisers themselves are
   tested on a single block in `test_initialisation_follows_official_init`.
   """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, x):
-    leaf = path[-1].key
-    if leaf == 'kernel':
-      value = rng.normal(0.0, 0.001, x.shape)
-    elif leaf in ('scale', 'var'):
-      value = np.ones(x.shape)
-    else:  # bias, mean
-      value = np.zeros(x.shape)
-    return jnp.asarray(value, x.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  return reference_layouts.init_like_variables(
+      abstract, lambda rng, shape: rng.normal(0.0, 0.001, shape),
+      seed)
 
 
 @pytest.fixture(scope='module')

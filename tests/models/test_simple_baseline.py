@@ -98,19 +98,10 @@ def _fill_like_init(abstract, seed=0):
   on CPU than the forward pass; the initialisers themselves are tested on
   single layers in `test_initialisation_follows_original`.
   """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, x):
-    leaf = path[-1].key
-    if leaf == 'kernel':
-      value = rng.normal(0.0, np.sqrt(2.0 / np.prod(x.shape[:-1])), x.shape)
-    elif leaf in ('scale', 'var'):
-      value = np.ones(x.shape)
-    else:  # bias, mean
-      value = np.zeros(x.shape)
-    return jnp.asarray(value, x.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  return reference_layouts.init_like_variables(
+      abstract, lambda rng, shape: rng.normal(
+          0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape),
+      seed)
 
 
 @pytest.fixture(scope='module')
