@@ -14,9 +14,9 @@ occluder or partly out of the frame.
 
 Left and right are learnable only from the figure's own cues, as in real
 photos: left and right limbs share their colours, and a figure is front-facing
-(face drawn, its anatomical left on the image right) or back-facing (hair
-only, its anatomical left on the image left, nose and eyes not labelled) with
-probability 1/2 each.
+(face drawn, its anatomical left on the image right) or, less often, as in
+photos of people, back-facing (hair only, its anatomical left on the image
+left, nose and eyes not labelled), with probabilities 0.7 and 0.3.
 
 Conventions:
   * Keypoints are 0-based pixels, the centre of the top-left pixel is (0, 0),
@@ -66,7 +66,7 @@ _SUB = 1 << _SHIFT
 
 # Bumped whenever the generated content changes, so that
 # `ensure_synthetic_coco` replaces data made by an older generator.
-_GENERATOR_VERSION = 3
+_GENERATOR_VERSION = 4
 _MARKER = 'GENERATED.json'
 
 _FIGURE_COUNT_PROBS = (0.4, 0.35, 0.25)  # 1, 2 or 3 figures per image
@@ -75,7 +75,7 @@ _MIN_HEIGHT_FRAC, _MAX_HEIGHT_FRAC = 0.25, 0.9
 _ROTATION_SD_DEG, _ROTATION_MAX_DEG = 20.0, 60.0
 _P_PARTLY_OUTSIDE = 0.15
 _P_OCCLUDER = 0.3
-_P_BACK_FACING = 0.5
+_P_BACK_FACING = 0.3
 # Pose prior: everyday poses dominate photos, as in COCO.
 _P_RELAXED_ARM = 0.6
 _P_RAISED_LEG = 0.15
