@@ -36,6 +36,7 @@ import numpy as np
 from posejax.models import hourglass
 from posejax.models import hrnet
 from posejax.models import simple_baseline
+from posejax.models import summary
 
 # Wrappers that prefix every key: nn.DataParallel ('module.') and the
 # princeton-vl trainer ('model.module.').
@@ -82,13 +83,6 @@ def _is_ignored(key: str, unused: frozenset[str]) -> bool:
   return key.endswith('num_batches_tracked') or key in unused
 
 
-def abstract_variables(model, input_size) -> dict:
-  """Shapes and dtypes of the model's variables, without computing them."""
-  x = jnp.zeros((1, *input_size, 3), jnp.float32)
-  return jax.eval_shape(
-      lambda: model.init(jax.random.key(0, impl='rbg'), x, train=False))
-
-
 def _strip_prefix(state_dict: Mapping[str, Any], expected: set[str]):
   """Drops a wrapper prefix, choosing the one that matches the most keys."""
   def matches(prefix):
@@ -126,7 +120,8 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], model_name: str,
         f'No PyTorch layout for model {model_name!r}; importable: '
         f'{sorted(LAYOUTS)}.')
   layout = LAYOUTS[model_name]
-  flat = traverse_util.flatten_dict(abstract_variables(model, input_size))
+  flat = traverse_util.flatten_dict(
+      summary.abstract_variables(model, input_size))
   keys = {path: layout.key(path[1:]) for path in flat}
   state_dict = _strip_prefix(state_dict, set(keys.values()))
 

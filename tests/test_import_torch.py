@@ -11,6 +11,7 @@ from posejax import import_torch
 from posejax.models import hourglass
 from posejax.models import hrnet
 from posejax.models import simple_baseline
+from posejax.models import summary
 import reference_layouts
 
 
@@ -140,7 +141,7 @@ def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
   size = tuple(config.input.size)
   variables = jax.tree.map(
       lambda s: np.random.default_rng(1).standard_normal(s.shape).astype(
-          np.float32), import_torch.abstract_variables(model, size))
+          np.float32), summary.abstract_variables(model, size))
   state_dict = _state_dict_of(variables, import_torch.LAYOUTS['hrnet'])
   path = tmp_path / 'official.pth'
   # As the official repositories save them: tensors, one wrapper prefix.

@@ -83,6 +83,14 @@ def model_inputs(model: nn.Module, images: jax.Array) -> jax.Array:
   return normalize_images(images, mode).astype(model.dtype)
 
 
+def require_positive(module: nn.Module, fields) -> None:
+  """Raises naming the first of `fields` (integer attributes) below 1."""
+  for field in fields:
+    if getattr(module, field) < 1:
+      raise ValueError(f'{type(module).__name__}.{field} must be >= 1, got '
+                       f'{getattr(module, field)}.')
+
+
 def conv(features: int,
          kernel_size: int,
          *,

@@ -142,11 +142,9 @@ class CPM(nn.Module):
 
   def __post_init__(self):
     # Fail at construction (before any tracing) on an impossible structure.
-    for field in ('num_keypoints', 'num_stages', 'feat_channels',
-                  'middle_channels', 'stem_channels', 'stem_hidden_channels'):
-      if getattr(self, field) < 1:
-        raise ValueError(
-            f'CPM.{field} must be >= 1, got {getattr(self, field)}.')
+    common.require_positive(
+        self, ('num_keypoints', 'num_stages', 'feat_channels',
+               'middle_channels', 'stem_channels', 'stem_hidden_channels'))
     super().__post_init__()
 
   @nn.compact
@@ -154,7 +152,7 @@ class CPM(nn.Module):
     """Belief maps of every stage at 1/8 of the input resolution.
 
     Args:
-      x: (N, H, W, 3) normalised images (see `common.normalize_images`); H
+      x: (N, H, W, 3) normalised images (see `common.model_inputs`); H
         and W divisible by 8.
       train: batch statistics and their update (True) or running averages.
 

@@ -227,10 +227,8 @@ class StackedHourglass(nn.Module):
 
   def __post_init__(self):
     # Fail at construction (before any tracing) on inconsistent structure.
-    for field in ('num_keypoints', 'num_stacks', 'features', 'depth'):
-      if getattr(self, field) < 1:
-        raise ValueError(f'StackedHourglass.{field} must be >= 1, got '
-                         f'{getattr(self, field)}.')
+    common.require_positive(
+        self, ('num_keypoints', 'num_stacks', 'features', 'depth'))
     if self.features % 2:
       raise ValueError(
           f'StackedHourglass.features must be even (Residual bottlenecks '

@@ -204,11 +204,8 @@ class HRNet(nn.Module):
           f'HRNet.num_modules needs one entry per stage 2..{len(self.widths)} '
           f'(len(widths) - 1 = {len(self.widths) - 1}), got '
           f'{self.num_modules}.')
-    for field in ('num_keypoints', 'stem_width', 'stage1_blocks',
-                  'num_blocks'):
-      if getattr(self, field) < 1:
-        raise ValueError(f'HRNet.{field} must be >= 1, got '
-                         f'{getattr(self, field)}.')
+    common.require_positive(
+        self, ('num_keypoints', 'stem_width', 'stage1_blocks', 'num_blocks'))
     if min(self.widths) < 1 or min(self.num_modules) < 1:
       raise ValueError(
           f'HRNet.widths and HRNet.num_modules must be positive, got '
@@ -227,7 +224,7 @@ class HRNet(nn.Module):
     """Heatmaps at 1/4 of the input resolution.
 
     Args:
-      x: (N, H, W, 3) normalised images (see `common.normalize_images`).
+      x: (N, H, W, 3) normalised images (see `common.model_inputs`).
       train: batch statistics and their update (True) or running averages.
 
     Returns:

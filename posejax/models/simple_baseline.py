@@ -182,10 +182,7 @@ class SimpleBaseline(nn.Module):
       raise ValueError(
           f'SimpleBaseline.final_kernel must be 1 or 3, got '
           f'{self.final_kernel}.')
-    for field in ('num_keypoints', 'width'):
-      if getattr(self, field) < 1:
-        raise ValueError(f'SimpleBaseline.{field} must be >= 1, got '
-                         f'{getattr(self, field)}.')
+    common.require_positive(self, ('num_keypoints', 'width'))
     if self.deconv_features and min(self.deconv_features) < 1:
       raise ValueError(
           f'SimpleBaseline.deconv_features must be positive, got '
@@ -197,7 +194,7 @@ class SimpleBaseline(nn.Module):
     """Heatmaps at `2**len(deconv_kernels) / 32` of the input resolution.
 
     Args:
-      x: (N, H, W, 3) normalised images (see `common.normalize_images`); H
+      x: (N, H, W, 3) normalised images (see `common.model_inputs`); H
         and W divisible by 32.
       train: batch statistics and their update (True) or running averages.
 
