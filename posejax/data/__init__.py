@@ -3,6 +3,12 @@
 `get_builder(config.dataset)` returns a prepared builder, building it on first
 use; every problem with the data location is reported here, before any model
 is compiled.
+
+`config.dataset` fields read here: `name` (a key of BUILDERS), `config` (one
+of the builder's BUILDER_CONFIGS; empty for its first), `data_dir` (where the
+TFDS records live), `manual_dir` (the downloaded upstream files) and, when
+set, `keypoints` (must be the builder's keypoint layout). COCO's `synthetic`
+config also reads `synthetic`.
 """
 
 from __future__ import annotations
@@ -12,13 +18,25 @@ import os
 import tensorflow_datasets as tfds
 
 from posejax.data import coco_keypoints
+from posejax.data import face_landmarks
+from posejax.data import fashionai_keypoints
+from posejax.data import kaggle_facial_keypoints
+from posejax.data import mpii_human_pose
 
-BUILDERS = {'coco_keypoints': coco_keypoints.CocoKeypoints}
+BUILDERS = {
+    'coco_keypoints': coco_keypoints.CocoKeypoints,
+    'mpii_human_pose': mpii_human_pose.MpiiHumanPose,
+    'fashionai_keypoints': fashionai_keypoints.FashionaiKeypoints,
+    'kaggle_facial_keypoints': kaggle_facial_keypoints.KaggleFacialKeypoints,
+    'wflw': face_landmarks.Wflw,
+    'ibug_300w': face_landmarks.Ibug300w,
+}
 
 
 def _builder_config(dataset_config):
+  """The config name (or, for generated COCO data, config object) to build."""
   cls = BUILDERS[dataset_config.name]
-  name = dataset_config.config
+  name = dataset_config.get('config') or cls.BUILDER_CONFIGS[0].name
   known = [c.name for c in cls.BUILDER_CONFIGS]
   if dataset_config.name == 'coco_keypoints' and name == 'synthetic':
     config = coco_keypoints.synthetic_config(**dataset_config.synthetic)
@@ -29,6 +47,11 @@ def _builder_config(dataset_config):
         f'Unknown dataset.config {name!r} for {dataset_config.name}; '
         f'known: {known}.')
   return name
+
+
+def _needs_manual_dir(builder: tfds.core.DatasetBuilder) -> bool:
+  """Every builder reads manual_dir except those that generate their data."""
+  return getattr(builder.builder_config, 'synthetic', None) is None
 
 
 def get_builder(dataset_config, prepare: bool = True) -> tfds.core.DatasetBuilder:
@@ -42,12 +65,18 @@ def get_builder(dataset_config, prepare: bool = True) -> tfds.core.DatasetBuilde
   data_dir = os.path.expanduser(dataset_config.data_dir)
   builder = BUILDERS[dataset_config.name](
       config=_builder_config(dataset_config), data_dir=data_dir)
+  layout = dataset_config.get('keypoints')
+  if layout and layout != builder.builder_config.keypoints:
+    raise ValueError(
+        f'dataset.keypoints is {layout!r} but {dataset_config.name} records use '
+        f'the {builder.builder_config.keypoints!r} layout; set '
+        f'--config.dataset.keypoints={builder.builder_config.keypoints}.')
   if prepare and not builder.is_prepared():
-    needs_manual = builder.builder_config.synthetic is None
     manual_dir = dataset_config.get('manual_dir')
-    if needs_manual and (not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir))):
+    if _needs_manual_dir(builder) and (
+        not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir))):
       raise FileNotFoundError(
-          f'{dataset_config.name}/{dataset_config.config} is not built in '
+          f'{dataset_config.name}/{builder.builder_config.name} is not built in '
           f'{data_dir} and dataset.manual_dir ({manual_dir!r}) is not a folder. '
           'Point --config.dataset.manual_dir at the downloaded files:\n'
           + builder.MANUAL_DOWNLOAD_INSTRUCTIONS)

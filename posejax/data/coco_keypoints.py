@@ -32,12 +32,11 @@ import dataclasses
 import json
 import os
 
-from absl import logging
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
 from posejax import keypoints as keypoints_lib
+from posejax.data import records
 from posejax.data import synthetic
 
 
@@ -119,12 +118,9 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
       root = os.path.join(dl_manager.download_dir, f'coco_keypoints_{cfg.name}')
       return synthetic.ensure_synthetic_coco(root, **cfg.synthetic)
     root = os.fspath(dl_manager.manual_dir)  # raises with the instructions
-    missing = [p for ann, img in cfg.split_files.values()
-               for p in (ann, img) if not os.path.exists(os.path.join(root, p))]
-    if missing:
-      raise FileNotFoundError(
-          f'COCO manual_dir {root} is incomplete; missing: {missing}.\n'
-          + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    records.check_manual_files(
+        root, [p for ann, img in cfg.split_files.values() for p in (ann, img)],
+        'COCO', self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     return root
 
   def _split_generators(self, dl_manager):
@@ -141,41 +137,28 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
     by_image = collections.defaultdict(list)
     for ann in coco['annotations']:
       by_image[ann['image_id']].append(ann)
-    rejected = collections.defaultdict(list)  # reason -> example ids
+    rejected = records.Rejections(os.path.basename(annotation_file))
     for image in coco['images']:
       path = os.path.join(image_dir, image['file_name'])
-      data = _read_valid_image(path)
-      if data is None:
-        rejected['missing or undecodable image'].append(image['id'])
+      try:
+        data = records.read_image(path).data
+      except records.Rejected:
+        rejected.add('missing or undecodable image', f'id {image["id"]}')
         continue
       objects = []
       for ann in by_image.get(image['id'], []):
         obj, reason = parse_annotation(ann, k)
         if obj is None:
-          rejected[reason].append(ann.get('id'))
+          rejected.add(reason, f'id {ann.get("id")}')
         else:
           objects.append(obj)
       yield image['id'], {
           'image': data,
           'image/id': image['id'],
           'image/filename': image['file_name'],
-          'objects': _stack_objects(objects, k),
+          'objects': records.stack_objects(objects, k),
       }
-    for reason, ids in rejected.items():
-      logging.warning('%s: skipped %d record(s) (%s), e.g. id %s.',
-                      os.path.basename(annotation_file), len(ids), reason, ids[0])
-
-
-def _read_valid_image(path: str) -> bytes | None:
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except OSError:
-    return None
-  decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-  if decoded is None or decoded.size == 0:
-    return None
-  return data
+    rejected.log_summary()
 
 
 def parse_annotation(ann: dict, num_keypoints: int):
@@ -205,14 +188,3 @@ def parse_annotation(ann: dict, num_keypoints: int):
       'num_keypoints': np.int32((visibility > 0).sum()),
   }, None
 
-
-def _stack_objects(objects: list[dict], k: int) -> dict:
-  if not objects:
-    return {
-        'id': np.zeros((0,), np.int64), 'bbox': np.zeros((0, 4), np.float32),
-        'keypoints': np.zeros((0, k, 2), np.float32),
-        'visibility': np.zeros((0, k), np.int32),
-        'area': np.zeros((0,), np.float32), 'iscrowd': np.zeros((0,), np.int32),
-        'num_keypoints': np.zeros((0,), np.int32),
-    }
-  return {key: np.stack([o[key] for o in objects]) for key in objects[0]}

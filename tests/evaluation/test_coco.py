@@ -250,3 +250,54 @@ def test_oks_nms_is_greedy_and_ordered_by_score():
   # B is suppressed by A, so it cannot suppress C.
   assert coco.oks_nms(results, sigmas, threshold=0.9) == [2, 1, 0]
   assert coco.oks_nms([], sigmas) == []
+
+
+# COCO OKS sigmas as published with the keypoint evaluation (cocoeval.py),
+# written out so these checks do not depend on the spec.
+COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62,
+                        .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
+
+
+def test_rescore_instances_defaults_and_shapes():
+  box = np.array([0.5, 1.0])
+  kpt = np.array([[0.2, 0.21, 0.9, 0.0], [0.19, 0.1, 0.0, 0.2]])
+  # Row 0: 0.21 and 0.9 pass 0.2 -> 0.5 * 1.11 / 2. Row 1: none -> 0.
+  np.testing.assert_allclose(coco.rescore_instances(box, kpt),
+                             [0.5 * 1.11 / 2, 0.0])
+  with pytest.raises(ValueError, match='expects'):
+    coco.rescore_instances(box[:1], kpt)
+
+
+def test_oks_nms_coco_sigmas_default_threshold():
+  # With all 17 keypoints equal but m moved far away, OKS = (17 - m) / 17
+  # (the moved terms vanish): m = 1 gives 0.941 > 0.9 (suppressed), m = 2
+  # gives 0.882 <= 0.9 (kept). Keypoints given as (K, 3) arrays.
+  base = np.stack([np.arange(17) * 4.0, np.arange(17) * 3.0,
+                   np.ones(17)], axis=1)
+  def result(moved, score):
+    kp = base.copy()
+    kp[:moved, 0] += 1e4
+    return {'keypoints': kp, 'score': score, 'area': 5000.0}
+  assert coco.oks_nms([result(0, 0.9), result(1, 0.8)], COCO_SIGMAS) == [0]
+  assert coco.oks_nms([result(0, 0.9), result(2, 0.8)], COCO_SIGMAS) == [0, 1]
+  # An OKS equal to the threshold is kept ("suppress if > threshold"):
+  # identical instances have OKS exactly 1.
+  assert coco.oks_nms([result(0, 0.9), result(0, 0.8)], COCO_SIGMAS,
+                      threshold=1.0) == [0, 1]
+  assert coco.oks_nms([result(0, 0.8), result(0, 0.9)], COCO_SIGMAS) == [1]
+
+
+def test_oks_nms_hand_computed_single_keypoint_shift():
+  # One keypoint (sigma 0.026, the nose) shifted by d, others equal, areas
+  # 40 and 60 -> s^2 = 50: OKS = (16 + exp(-d^2 / (2 * 50 * 0.052^2))) / 17.
+  base = np.stack([np.arange(17) * 4.0, np.arange(17) * 3.0], axis=1)
+  shifted = base.copy()
+  shifted[0, 0] += 0.5
+  expected = (16 + math.exp(-0.25 / (2 * 50 * 0.052 ** 2))) / 17
+  results = [{'keypoints': base, 'score': 0.9, 'area': 40.0},
+             {'keypoints': shifted, 'score': 0.8, 'area': 60.0}]
+  for threshold, keep in [(expected - 1e-9, [0]), (expected + 1e-9, [0, 1])]:
+    assert coco.oks_nms(results, COCO_SIGMAS, threshold=threshold) == keep
+  with pytest.raises(ValueError, match='keypoint values'):
+    coco.oks_nms([{'keypoints': base[:5], 'score': 1.0, 'area': 1.0}],
+                 COCO_SIGMAS)
