@@ -53,6 +53,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       half_body_min_keypoints=8,
       shuffle_buffer=8192,
       prefetch=2,
+      # Decode each training image once and keep it in memory (about 0.5 GB
+      # here): the input pipeline then costs 18 instead of 26 ms of CPU per
+      # batch, time the train step gets on two cores.
+      cache_decoded_images=True,
   ))
 
   c.codec = ml_collections.ConfigDict(dict(
@@ -91,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       global_batch_size=16,
-      num_steps=4000,
+      num_steps=4800,
       log_every_steps=100,
       checkpoint_every_steps=1000,
       keep_checkpoints=2,
@@ -100,7 +104,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=64,
+      # '' scores with the dataset's native metric (OKS AP for COCO data);
+      # see posejax/eval.py.
+      metric='',
+      # 'ground_truth' boxes, or a COCO person-detection results file
+      # (then box_score_threshold and OKS-NMS at oks_nms_threshold apply).
+      boxes='ground_truth',
+      box_score_threshold=0.0,
+      oks_nms_threshold=0.9,
       flip_test=True,
+      # The official HRNet code's one-pixel shift of flipped-back heatmaps;
+      # the heatmaps here need none (posejax/codecs.py).
+      flip_shift=False,
       num_images_to_draw=32,
   ))
 

@@ -8,6 +8,12 @@ exactly, so heatmap pixel edges line up with input pixel edges:
 
 With this convention a horizontal flip of the heatmap array is exactly a flip of
 the input (x -> W - 1 - x in both), so flip test needs no pixel shift.
+`shift_heatmaps_right` is the one-pixel shift the official HRNet and
+SimpleBaselines code applies instead (TEST.SHIFT_HEATMAP): their heatmap pixel j
+sits on input pixel s * j rather than s * j + (s - 1) / 2, so their
+flipped-back maps land 0.75 pixel left of the plain ones. It is an option
+(`config.eval.flip_shift`) for comparing with that code, not a correction that
+maps trained here need.
 
 Everything here is pure jnp and runs inside the jitted train/predict steps: the
 host ships coordinates, never maps.
@@ -168,6 +174,15 @@ def refine_dark(heatmaps: jax.Array, keypoints_hm: jax.Array,
 def flip_heatmaps(heatmaps: jax.Array, flip_index) -> jax.Array:
   """Mirrors (..., H, W, K) maps left-right and swaps left/right channels."""
   return jnp.take(heatmaps[..., ::-1, :], jnp.asarray(flip_index), axis=-1)
+
+
+def shift_heatmaps_right(heatmaps: jax.Array) -> jax.Array:
+  """Moves (..., H, W, K) maps one pixel right; column 0 keeps its values.
+
+  Exactly the official code's `output_flipped[..., 1:] =
+  output_flipped[..., :-1]` on flipped-back maps (TEST.SHIFT_HEATMAP).
+  """
+  return jnp.concatenate([heatmaps[..., :1, :], heatmaps[..., :-1, :]], axis=-2)
 
 
 def flip_keypoints(keypoints, visibility, width: int, flip_index):

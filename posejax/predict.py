@@ -18,19 +18,24 @@ from posejax import sharding
 from posejax.models import common
 
 
-def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None):
+def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
+                    flip_shift: bool = False):
   """(variables, uint8 images) -> (keypoints (B,K,2) input px, scores (B,K)).
 
   With `flip_index`, the mirrored crop is predicted too and its heatmaps,
   mirrored back with left/right swapped, are averaged with the plain ones.
+  `flip_shift` moves the mirrored-back maps one pixel right first, as the
+  official HRNet code's TEST.SHIFT_HEATMAP (see `codecs.shift_heatmaps_right`).
   """
   def predict(variables, images):
     x = common.model_inputs(model, images)
     heatmaps = model.apply(variables, x, train=False)[-1].astype(jnp.float32)
     if flip_index is not None:
       flipped = model.apply(variables, x[:, :, ::-1, :], train=False)[-1]
-      heatmaps = 0.5 * (heatmaps + codecs.flip_heatmaps(
-          flipped.astype(jnp.float32), flip_index))
+      flipped = codecs.flip_heatmaps(flipped.astype(jnp.float32), flip_index)
+      if flip_shift:
+        flipped = codecs.shift_heatmaps_right(flipped)
+      heatmaps = 0.5 * (heatmaps + flipped)
     return codec.decode(heatmaps)
   return jax.jit(predict)
 
@@ -54,10 +59,12 @@ def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
 
   Short batches are padded to `batch_size` so the jitted function compiles
   once; padding rows are dropped again. Returns numpy arrays over all
-  instances: `keypoints` and `keypoints_input` (image / input pixels), `scores`,
-  `pred_keypoints` (image pixels), `pred_keypoints_input` (input pixels),
-  `pred_scores`, every other field of the batches as it came (ground truth
-  `keypoints` stay in input pixels), and the first `keep_images` crops.
+  instances: `pred_keypoints` (image pixels), `pred_keypoints_input` (input
+  pixels), `pred_scores`, every other field of the batches as it came (from
+  `pipeline.eval_dataset`: ground truth `keypoints` in input pixels and
+  `gt_keypoints` in image pixels, `visibility`, `image_id`, `bbox`, `center`,
+  `scale`, `box_score` and the dataset's extras such as `head_box`,
+  `category` or `attributes`), and the first `keep_images` crops.
   """
   sharding.check_batch_size(batch_size, mesh, 'eval.batch_size')
   outputs: dict[str, list] = {}
@@ -75,6 +82,10 @@ def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
       outputs.setdefault(k, []).append(np.asarray(v))
     if len(kept) < keep_images:
       kept.extend(batch['image'][:keep_images - len(kept)])
+  if not outputs:
+    raise ValueError(
+        'No instance to predict: the eval split has no scored instance (or, '
+        'with config.eval.boxes, no kept person detection on its images).')
   result = {k: np.concatenate(v) for k, v in outputs.items()}
   result['pred_keypoints'] = input_to_image(
       result['pred_keypoints_input'], result['center'], result['scale'], input_size)

@@ -3,7 +3,9 @@
 `train_and_evaluate(config, workdir)` is importable from a notebook; `main.py`
 only parses flags. The step is one `jax.jit` with explicit shardings: the batch
 is split over the mesh axis `data`, the state is replicated and donated.
-Heatmap targets are rendered inside the step from the keypoints.
+Heatmap targets are rendered inside the step from the keypoints. With
+`train.early_stopping` the loop also measures the validation loss, keeps the
+state where it was lowest and stops when it no longer improves.
 """
 
 from __future__ import annotations
@@ -126,6 +128,52 @@ def checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
+# Where early stopping keeps the state of the lowest validation loss.
+BEST_CHECKPOINT_DIR = 'best_checkpoint'
+
+
+def best_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), BEST_CHECKPOINT_DIR),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True, best_mode='min',
+          best_fn=lambda metrics: metrics['validation_loss']))
+
+
+def make_validation_loss_fn(model, codec, stage_weights=None):
+  """(variables, images, keypoints, visibility, valid) -> summed loss.
+
+  The training loss in inference mode (BatchNorm running statistics), times
+  the batch size, so that it sums over instances; rows with `valid` False
+  (padding of a short last batch) contribute nothing.
+  """
+  def loss_sum(variables, images, keypoints, visibility, valid):
+    targets, weights = codec.encode(keypoints, visibility)
+    outputs = model.apply(variables, common.model_inputs(model, images), train=False)
+    weights = weights * valid[:, None].astype(weights.dtype)
+    return images.shape[0] * losses.multi_stage_loss(
+        outputs, targets, weights, stage_weights)
+  return jax.jit(loss_sum)
+
+
+def validation_loss(loss_fn, variables, batches, mesh, batch_size: int) -> float:
+  """Mean per-instance loss over host batches (the last may be short)."""
+  total, count = 0.0, 0
+  for batch in batches:
+    n = len(batch['image'])
+    padded = {k: np.concatenate([batch[k], np.repeat(batch[k][-1:], batch_size - n, 0)])
+              for k in ('image', 'keypoints', 'visibility')}
+    padded['valid'] = np.arange(batch_size) < n
+    g = sharding.global_batch(padded, mesh)
+    total += float(loss_fn(variables, g['image'], g['keypoints'], g['visibility'],
+                           g['valid']))
+    count += n
+  if not count:
+    raise ValueError('Early stopping: the eval split has no instance to '
+                     'measure the validation loss on.')
+  return total / count
+
+
 def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
   step = manager.latest_step()
   if step is None:
@@ -159,6 +207,8 @@ class Setup:
     sharding.check_batch_size(config.train.global_batch_size, self.mesh,
                               'train.global_batch_size')
     sharding.check_batch_size(config.eval.batch_size, self.mesh, 'eval.batch_size')
+    from posejax import eval as eval_lib  # pylint: disable=g-import-not-at-top
+    self.metric = eval_lib.metric_name(config)
     self.builder = data.get_builder(config.dataset)
 
 
@@ -204,9 +254,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0 and config.train.get('profile', False):
     hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
 
+  # Early stopping (train.early_stopping.every_steps > 0): the validation
+  # loss every `every_steps` steps; the state with the lowest is kept in
+  # BEST_CHECKPOINT_DIR; `patience` measurements without a new lowest stop the
+  # run, and the final evaluation scores the kept state. A restarted run
+  # recovers the count from the best checkpoint's step.
+  stopping = config.train.get('early_stopping') or {}
+  every = stopping.get('every_steps', 0)
+  if every:
+    best_manager = best_checkpoint_manager(workdir)
+    best_step = best_manager.best_step()
+    best_loss = (best_manager.metrics(best_step)['validation_loss']
+                 if best_step is not None else float('inf'))
+    loss_fn = make_validation_loss_fn(model, setup.codec,
+                                      config.loss.get('stage_weights'))
+    stale = (start_step - (best_step or 0)) // every
+  stopped = every and stale >= stopping.patience
+
   pending = []
   metrics = {}
   for step in range(start_step + 1, num_steps + 1):
+    if stopped:
+      break
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       batch = sharding.global_batch(next(train_iter), mesh)
       state, step_metrics = step_fn(state, batch)
@@ -215,6 +284,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
       hook(step)
     last = step == num_steps
     save = step % config.train.checkpoint_every_steps == 0 or last
+    if every and step % every == 0:
+      with report.timed('validation'):
+        loss = validation_loss(
+            loss_fn, state.variables,
+            pipeline.eval_dataset(setup.builder, config,
+                                  ground_truth_boxes=True).as_numpy_iterator(),
+            mesh, config.eval.batch_size)
+      writer.write_scalars(step, {'validation/loss': loss})
+      if loss < best_loss:
+        best_loss, best_step, stale = loss, step, 0
+        best_manager.save(step, args=ocp.args.StandardSave(state),
+                          metrics={'validation_loss': loss})
+      else:
+        stale += 1
+      if stale >= stopping.patience:
+        logging.info('Early stopping at step %d: no lower validation loss in '
+                     '%d measurements since step %d (%.6f).', step, stale,
+                     best_step, best_loss)
+        stopped = True
+        save = last = True
     if step % config.train.log_every_steps == 0 or save:
       # The only host sync of the loop, at logging (and checkpoint) steps.
       fetched = jax.device_get(pending)
@@ -230,6 +319,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       writer.write_scalars(step, summary)
     if save:
       manager.save(step, args=ocp.args.StandardSave(state))
+    if every and last:
+      break  # the kept best state is evaluated below
     if (config.train.eval_every_steps and step % config.train.eval_every_steps == 0) or last:
       with report.timed('eval'):
         metrics = eval_lib.evaluate(setup, state.variables, workdir, step)
@@ -237,7 +328,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # Stop the input pipeline's background threads now rather than at
   # interpreter exit.
   del train_iter
-  if not metrics:  # Resumed a finished run: evaluate its last checkpoint.
+  if every and best_step is not None:
+    best_manager.wait_until_finished()
+    best = best_manager.restore(best_step, args=ocp.args.StandardRestore(
+        jax.tree.map(ocp.utils.to_shape_dtype_struct, state)))
+    logging.info('Evaluating the state of the lowest validation loss (step %d).',
+                 best_step)
+    metrics = eval_lib.evaluate(setup, best.variables, workdir, best_step)
+    writer.write_scalars(best_step, {f'eval/{k}': v for k, v in metrics.items()})
+  elif not metrics:  # Resumed a finished run: evaluate its last checkpoint.
     metrics = eval_lib.evaluate(setup, state.variables, workdir, int(state.step))
   manager.wait_until_finished()
   writer.flush()

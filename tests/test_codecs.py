@@ -84,3 +84,38 @@ def test_dark_refinement_recovers_sub_pixel_positions():
   assert err_hm.mean() < 0.02
   with pytest.raises(ValueError, match='refine'):
     codecs.decode_heatmaps(heatmaps, 4, refine='half')
+
+
+def test_shift_heatmaps_right_moves_columns_as_the_official_code():
+  # One 2x4 map per channel; channel 1 is channel 0 negated.
+  maps = jnp.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+  maps = jnp.stack([maps, -maps], axis=-1)[None]  # (1, 2, 4, 2)
+  shifted = codecs.shift_heatmaps_right(maps)
+  # output[..., 1:] = input[..., :-1]; column 0 keeps its own values.
+  np.testing.assert_array_equal(shifted[0, :, :, 0], [[1, 1, 2, 3], [5, 5, 6, 7]])
+  np.testing.assert_array_equal(shifted[0, :, :, 1], -shifted[0, :, :, 0])
+
+
+def test_flip_test_is_exact_here_and_the_shift_moves_it_one_heatmap_pixel():
+  # An ideal network: its heatmaps of a crop and of the mirrored crop are
+  # the rendered targets. Flip test without the shift decodes the keypoints
+  # exactly as the plain maps do; the official shift moves the mirrored half
+  # one heatmap pixel right, so the average decodes further right.
+  spec = keypoints_lib.COCO
+  codec = codecs.HeatmapCodec(input_size=(64, 48), stride=4, sigma=2.0, refine='dark')
+  rng = np.random.default_rng(3)
+  keypoints = jnp.asarray(rng.uniform([12, 12], [36, 52], (4, 17, 2)), jnp.float32)
+  visibility = jnp.full((4, 17), 2)
+  plain, _ = codec.encode(keypoints, visibility)
+  fk, fv = codecs.flip_keypoints(keypoints, visibility, 48, spec.flip_index)
+  mirrored, _ = codec.encode(fk, fv)
+  back = codecs.flip_heatmaps(mirrored, spec.flip_index)
+  exact, _ = codec.decode(0.5 * (plain + back))
+  reference, _ = codec.decode(plain)
+  np.testing.assert_allclose(exact, reference, atol=1e-4)
+  shifted, _ = codec.decode(0.5 * (plain + codecs.shift_heatmaps_right(back)))
+  dx = np.asarray(shifted - reference)
+  # About half a heatmap pixel (2 input pixels) to the right, y untouched.
+  assert np.all((dx[..., 0] > 1.0) & (dx[..., 0] < 3.0)), dx[..., 0]
+  assert abs(dx[..., 0].mean() - 2.0) < 0.3
+  np.testing.assert_allclose(dx[..., 1], 0.0, atol=1e-3)

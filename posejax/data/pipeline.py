@@ -16,13 +16,24 @@ without replaying the augmentation of the steps before it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from posejax import keypoints as keypoints_lib
+
+# Per-instance record fields that evaluation examples carry unchanged, when the
+# dataset has them: the metrics need them (PCKh head boxes, the FashionAI
+# garment category, the WFLW attribute flags) and training never does.
+EVAL_EXTRAS = ('head_box', 'category', 'attributes')
+
+# COCO category of the detections used as boxes (`config.eval.boxes`).
+PERSON_CATEGORY_ID = 1
 
 
 # ---------------------------------------------------------------- geometry
@@ -149,13 +160,18 @@ def _augment(instance, seed, input_config, spec, aspect_ratio, center, scale):
 # --------------------------------------------------------------- examples
 
 def _explode_instances(record):
-  """An image record -> a dataset of its person instances (image bytes kept)."""
-  objects = record['objects']
-  n = tf.shape(objects['id'])[0]
-  per_instance = dict(objects)
-  per_instance['image'] = tf.fill([n], record['image'])
-  per_instance['image_id'] = tf.fill([n], record['image/id'])
-  return tf.data.Dataset.from_tensor_slices(per_instance)
+  """An image record -> a dataset of its person instances, sharing its image.
+
+  The image is the record's as it comes: encoded bytes, or a decoded uint8
+  array when the train split caches decoded images.
+  """
+  image, image_id = record['image'], record['image/id']
+  return tf.data.Dataset.from_tensor_slices(dict(record['objects'])).map(
+      lambda instance: {**instance, 'image': image, 'image_id': image_id})
+
+
+def _decode(encoded):
+  return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
 def _is_person_instance(instance):
@@ -179,13 +195,15 @@ def _make_example(instance, seed, config, spec, train: bool):
   else:
     rotation, flip = tf.constant(0.0), tf.constant(False)
   matrix = crop_matrix(center, scale, rotation, input_size, flip)
-  image = tf.io.decode_image(instance['image'], channels=3, expand_animations=False)
+  image = instance['image']
+  if image.dtype == tf.string:
+    image = _decode(image)
   keypoints = transform_points(instance['keypoints'], matrix)
   visibility = instance['visibility']
   flip_index = tf.constant(spec.flip_index)
   keypoints = tf.where(flip, tf.gather(keypoints, flip_index), keypoints)
   visibility = tf.where(flip, tf.gather(visibility, flip_index), visibility)
-  return {
+  example = {
       'image': warp_image(image, matrix, input_size),
       'keypoints': keypoints,
       'visibility': visibility,
@@ -194,8 +212,15 @@ def _make_example(instance, seed, config, spec, train: bool):
       'bbox': instance['bbox'],
       'center': center,
       'scale': scale,
-      'box_score': tf.constant(1.0),
+      # Ground-truth boxes count as certain; detections bring their score.
+      'box_score': instance.get('box_score', tf.constant(1.0)),
   }
+  if not train:
+    # The annotation as recorded, so that metrics compare in image pixels
+    # without a round trip through the crop.
+    example['gt_keypoints'] = instance['keypoints']
+    example.update({k: instance[k] for k in EVAL_EXTRAS if k in instance})
+  return example
 
 
 def _records(builder, split: str):
@@ -239,8 +264,14 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   num_instances = count_instances(builder, split)
   if num_instances == 0:
     raise ValueError(f'No person instances with keypoints in split {split!r}.')
-  instances = _records(builder, split).flat_map(_explode_instances).filter(
-      _is_person_instance)
+  records = _records(builder, split)
+  if config.input.get('cache_decoded_images', False):
+    # Each image is decoded once instead of once per instance and epoch; the
+    # cache holds the split's images decoded (uint8) in host memory.
+    records = records.map(lambda r: {**r, 'image': _decode(r['image'])},
+                          num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True).cache()
+  instances = records.flat_map(_explode_instances).filter(_is_person_instance)
 
   buffer = min(config.input.shuffle_buffer, num_instances)
   seed = config.seed
@@ -263,15 +294,140 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   return ds.prefetch(config.input.prefetch).with_options(_options())
 
 
-def eval_dataset(builder, config, split: str | None = None) -> tf.data.Dataset:
+def detection_file(config) -> str | None:
+  """The person-detection results file of `config.eval.boxes`, or None.
+
+  'ground_truth' (the default) means the annotated boxes. Any other value is
+  the path of a COCO detection results file; a relative path is taken
+  relative to `dataset.manual_dir`, where the recipes expect it.
+  """
+  boxes = config.eval.get('boxes', 'ground_truth') or 'ground_truth'
+  if boxes == 'ground_truth':
+    return None
+  path = os.path.expanduser(boxes)
+  if not os.path.isabs(path):
+    path = os.path.join(os.path.expanduser(config.dataset.get('manual_dir') or ''), path)
+  return path
+
+
+def load_detections(path: str, score_threshold: float = 0.0
+                    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """Person boxes of a COCO detection results file, by image id.
+
+  The file is a json list of `{"image_id", "category_id", "bbox": [x, y, w,
+  h], "score"}` (the COCO results format, e.g. the official HRNet
+  COCO_val2017_detections_AP_H_56_person.json). Kept: category 1 (person)
+  with score >= `score_threshold` (TEST.IMAGE_THRE of the official code, 0.0)
+  and a box of positive width and height, in file order.
+
+  Returns:
+    image id -> (boxes (n, 4) float32, scores (n,) float32).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: the file is not a list of such entries.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'eval.boxes: no detection results file at {path}. Set '
+        '--config.eval.boxes to the file (relative paths are taken from '
+        'dataset.manual_dir; the official HRNet person detections, '
+        'COCO_val2017_detections_AP_H_56_person.json, are linked from '
+        'github.com/leoxiaobin/deep-high-resolution-net.pytorch under "Data '
+        "preparation\"), or to 'ground_truth' for the annotated boxes.")
+  with open(path) as f:
+    try:
+      entries = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid json: {e}') from None
+  fields = ('image_id', 'category_id', 'bbox', 'score')
+  if not isinstance(entries, list) or any(
+      not isinstance(e, dict) or any(k not in e for k in fields) for e in entries):
+    raise ValueError(
+        f'{path} should be a COCO detection results file: a json list of '
+        f'{{{", ".join(fields)}}} entries.')
+  by_image: dict[int, list] = {}
+  degenerate = 0
+  for e in entries:
+    if e['category_id'] != PERSON_CATEGORY_ID or e['score'] < score_threshold:
+      continue
+    box = np.asarray(e['bbox'], np.float32)
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or min(box[2], box[3]) <= 0:
+      degenerate += 1  # no crop can be made of it
+      continue
+    by_image.setdefault(int(e['image_id']), []).append((box, e['score']))
+  if degenerate:
+    logging.warning('%s: skipped %d person detection(s) without a positive '
+                    'finite box.', path, degenerate)
+  return {
+      image_id: (np.stack([b for b, _ in dets]),
+                 np.asarray([s for _, s in dets], np.float32))
+      for image_id, dets in by_image.items()
+  }
+
+
+def _detection_instances(records: tf.data.Dataset, detections: dict,
+                         num_keypoints: int) -> tf.data.Dataset:
+  """Records -> one instance per detection box of their image.
+
+  Images without detections contribute nothing. A detection instance has no
+  keypoints (all unlabelled); its `id` is its position among the kept
+  detections, its `box_score` the detector's score.
+  """
+  image_ids = sorted(detections)
+  counts = np.asarray([len(detections[i][1]) for i in image_ids], np.int64)
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+  boxes = np.concatenate([detections[i][0] for i in image_ids] or [np.zeros((0, 4))])
+  scores = np.concatenate([detections[i][1] for i in image_ids] or [np.zeros((0,))])
+  row = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(
+          tf.constant(image_ids, tf.int64),
+          tf.range(len(image_ids), dtype=tf.int64)), default_value=-1)
+  starts, counts = tf.constant(starts), tf.constant(counts)
+  boxes = tf.constant(boxes, tf.float32)
+  scores = tf.constant(scores, tf.float32)
+
+  def explode(record):
+    r = row.lookup(record['image/id'])
+    start = tf.gather(starts, r)
+    end = start + tf.gather(counts, r)
+    n = end - start
+    return tf.data.Dataset.from_tensor_slices({
+        'image': tf.fill([n], record['image']),
+        'image_id': tf.fill([n], record['image/id']),
+        'id': tf.range(start, end),
+        'bbox': boxes[start:end],
+        'box_score': scores[start:end],
+        'keypoints': tf.zeros([n, num_keypoints, 2], tf.float32),
+        'visibility': tf.zeros([n, num_keypoints], tf.int32),
+    })
+
+  has_detections = lambda record: row.lookup(record['image/id']) >= 0
+  return records.filter(has_detections).flat_map(explode)
+
+
+def eval_dataset(builder, config, split: str | None = None, *,
+                 ground_truth_boxes: bool = False) -> tf.data.Dataset:
   """Every scored instance of the eval split once, in a fixed order, unaugmented.
 
-  Batches of `eval.batch_size`, the last one short.
+  With `config.eval.boxes` = 'ground_truth' an instance is an annotated
+  object (as in training); with a detection results file it is a person
+  detection (`load_detections`). Batches of `eval.batch_size`, the last one
+  short. Besides the training fields, examples carry `gt_keypoints` (the
+  annotation in image pixels) and the dataset's EVAL_EXTRAS.
+  `ground_truth_boxes` ignores eval.boxes (the validation loss needs the
+  annotated instances).
   """
   spec = keypoints_lib.get_spec(config.dataset.keypoints)
   split = split or config.dataset.eval_split
-  instances = _records(builder, split).flat_map(_explode_instances).filter(
-      _is_person_instance)
+  path = None if ground_truth_boxes else detection_file(config)
+  if path is None:
+    instances = _records(builder, split).flat_map(_explode_instances).filter(
+        _is_person_instance)
+  else:
+    detections = load_detections(path, config.eval.get('box_score_threshold', 0.0))
+    instances = _detection_instances(_records(builder, split), detections,
+                                     spec.num_keypoints)
   ds = instances.map(
       lambda inst: _make_example(inst, tf.constant([0, 0], tf.int64), config, spec, False),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -34,15 +34,13 @@ from typing import Any
 
 import numpy as np
 
-# Outer eye corners, 0-based, per landmark layout. 300W / iBUG 68 points:
-# 37 and 46 in the 1-based numbering of the 300W .pts files.
-EYE_CORNERS_300W = (36, 45)
-# WFLW 98 points: outer corners of the two eyes.
-EYE_CORNERS_WFLW = (60, 72)
-# Defaults chosen from the number of landmarks, as the HRNet code does.
+from posejax import keypoints as keypoints_lib
+
+# Outer eye corners by number of landmarks, as the HRNet code picks them: the
+# iBUG 68-point markup (300W) and the WFLW 98-point markup.
 EYE_CORNERS_BY_NUM_LANDMARKS: dict[int, tuple[int, int]] = {
-    68: EYE_CORNERS_300W,
-    98: EYE_CORNERS_WFLW,
+    keypoints_lib.IBUG_300W.num_keypoints: keypoints_lib.IBUG_300W_OUTER_EYE_CORNERS,
+    keypoints_lib.WFLW.num_keypoints: keypoints_lib.WFLW_OUTER_EYE_CORNERS,
 }
 
 FAILURE_THRESHOLD = 0.1

@@ -36,26 +36,12 @@ from typing import Any
 
 import numpy as np
 
-# The 24 FashionAI keypoints, in the column order of the challenge csv.
-FASHIONAI_KEYPOINT_NAMES = (
-    'neckline_left', 'neckline_right', 'center_front', 'shoulder_left',
-    'shoulder_right', 'armpit_left', 'armpit_right', 'waistline_left',
-    'waistline_right', 'cuff_left_in', 'cuff_left_out', 'cuff_right_in',
-    'cuff_right_out', 'top_hem_left', 'top_hem_right', 'waistband_left',
-    'waistband_right', 'hemline_left', 'hemline_right', 'crotch',
-    'bottom_left_in', 'bottom_left_out', 'bottom_right_in', 'bottom_right_out')
+from posejax import keypoints as keypoints_lib
 
-ARMPITS = (5, 6)      # armpit_left, armpit_right
-WAISTBANDS = (15, 16)  # waistband_left, waistband_right
-
-# Garment category -> the two keypoints whose distance normalises its errors.
-FASHIONAI_NORMALISER_PAIRS: dict[str, tuple[int, int]] = {
-    'blouse': ARMPITS,
-    'outwear': ARMPITS,
-    'dress': ARMPITS,
-    'trousers': WAISTBANDS,
-    'skirt': WAISTBANDS,
-}
+# Garment category -> the two keypoints whose distance normalises its errors
+# (armpits for tops and dresses, waistband ends for trousers and skirts), in
+# the 24-point order of keypoints.FASHIONAI.
+FASHIONAI_NORMALISER_PAIRS = keypoints_lib.FASHIONAI_NORMALISER_PAIRS
 
 # COCO-style visibility values scored by NE: 2 = FashionAI's v = 1 (visible).
 SCORED_VISIBILITY = 2

@@ -38,29 +38,25 @@ from typing import Any
 
 import numpy as np
 
+from posejax import keypoints as keypoints_lib
 from posejax.evaluation import pck as pck_lib
 
-# MPII joint order (the `joints` order of the MPII annotation and of the
-# HRNet json files), 0-based.
-MPII_JOINT_NAMES = (
-    'r_ankle', 'r_knee', 'r_hip', 'l_hip', 'l_knee', 'l_ankle',
-    'pelvis', 'thorax', 'upper_neck', 'head_top',
-    'r_wrist', 'r_elbow', 'r_shoulder', 'l_shoulder', 'l_elbow', 'l_wrist')
+_joint = keypoints_lib.MPII.index
 
 # Groups of the official results table, in its order; each value is the
-# average of its joints' PCKh.
+# average of its joints' PCKh (indices in the MPII order, keypoints.MPII).
 MPII_GROUPS: dict[str, tuple[int, ...]] = {
-    'Head': (9,),          # head_top
-    'Shoulder': (13, 12),  # l_shoulder, r_shoulder
-    'Elbow': (14, 11),
-    'Wrist': (15, 10),
-    'Hip': (3, 2),
-    'Knee': (4, 1),
-    'Ankle': (5, 0),
+    'Head': (_joint('head_top'),),
+    'Shoulder': (_joint('left_shoulder'), _joint('right_shoulder')),
+    'Elbow': (_joint('left_elbow'), _joint('right_elbow')),
+    'Wrist': (_joint('left_wrist'), _joint('right_wrist')),
+    'Hip': (_joint('left_hip'), _joint('right_hip')),
+    'Knee': (_joint('left_knee'), _joint('right_knee')),
+    'Ankle': (_joint('left_ankle'), _joint('right_ankle')),
 }
 
 # Joints left out of the official "Mean": pelvis and thorax.
-MPII_MEAN_EXCLUDED: tuple[int, ...] = (6, 7)
+MPII_MEAN_EXCLUDED: tuple[int, ...] = (_joint('pelvis'), _joint('thorax'))
 
 # Head size = SC_BIAS x head-box diagonal (the MPII toolkit's constant).
 SC_BIAS = 0.6

@@ -85,7 +85,7 @@ class ConvModule(nn.Module):
     if self.norm:
       x = common.batch_norm(train, dtype=self.dtype, name='bn')(x)
     if self.relu:
-      x = nn.relu(x)
+      x = common.relu(x)
     return x
 
 

@@ -6,7 +6,9 @@ A Flax Linen port of princeton-vl/pytorch_stacked_hourglass
   pre       `pre.0`: 7x7 stride-2 conv (with bias) + BN + ReLU to 64 channels;
             `pre.1`: Residual 64 -> 128; (`pre.2`) 2x2 max pool;
             `pre.3`: Residual 128 -> 128; `pre.4`: Residual 128 -> features.
-            Output at 1/4 of the input resolution.
+            Output at 1/4 of the input resolution (the `stride` option
+            drops the pool, or the pool and the conv's stride, for heatmaps
+            at 1/2 or full resolution).
   stack i   `hgs.i.0`: an hourglass of the given depth;
             `features.i.0`: Residual; `features.i.1`: 1x1 conv + BN + ReLU;
             `outs.i`: 1x1 conv (with bias) to the heatmaps of stack i;
@@ -122,7 +124,7 @@ class ConvLayer(nn.Module):
     if self.bn:
       x = common.batch_norm(train, dtype=self.dtype, name='bn')(x)
     if self.relu:
-      x = nn.relu(x)
+      x = common.relu(x)
     return x
 
 
@@ -149,13 +151,13 @@ class Residual(nn.Module):
       residual = ConvLayer(self.features, 1, relu=False, dtype=self.dtype,
                            name='skip_layer')(x)
     y = common.batch_norm(train, dtype=self.dtype, name='bn1')(x)
-    y = nn.relu(y)
+    y = common.relu(y)
     y = ConvLayer(half, 1, relu=False, dtype=self.dtype, name='conv1')(y)
     y = common.batch_norm(train, dtype=self.dtype, name='bn2')(y)
-    y = nn.relu(y)
+    y = common.relu(y)
     y = ConvLayer(half, 3, relu=False, dtype=self.dtype, name='conv2')(y)
     y = common.batch_norm(train, dtype=self.dtype, name='bn3')(y)
-    y = nn.relu(y)
+    y = common.relu(y)
     y = ConvLayer(self.features, 1, relu=False, dtype=self.dtype,
                   name='conv3')(y)
     return y + residual
@@ -212,7 +214,12 @@ class StackedHourglass(nn.Module):
     num_stacks: hourglasses, each supervised (`nstack`).
     features: channels inside the hourglasses (`inp_dim`); even.
     depth: levels of each hourglass (4 in the original, hard-coded); the
-      input height and width must be divisible by `4 * 2**depth`.
+      input height and width must be divisible by `stride * 2**depth`.
+    stride: input pixels per heatmap pixel. 4 is the original: the 7x7 conv
+      of `pre_0` has stride 2 and a 2x2 max-pool follows `pre_1`. 2 drops the
+      max-pool; 1 also makes the conv stride 1, so that small inputs (96x96
+      faces) get heatmaps at their full resolution. The parameters are the
+      same for every stride.
     dtype: computation dtype (params stay float32; outputs are float32).
   """
 
@@ -220,6 +227,7 @@ class StackedHourglass(nn.Module):
   num_stacks: int = 8
   features: int = 256
   depth: int = 4
+  stride: int = 4
   dtype: common.Dtype = jnp.float32
 
   # The original feeds `img / 255` (see `common.model_inputs`).
@@ -233,35 +241,40 @@ class StackedHourglass(nn.Module):
       raise ValueError(
           f'StackedHourglass.features must be even (Residual bottlenecks '
           f'have features / 2 channels), got {self.features}.')
+    if self.stride not in (1, 2, 4):
+      raise ValueError(
+          f'StackedHourglass.stride must be 1, 2 or 4, got {self.stride}.')
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-    """Heatmaps of every stack at 1/4 of the input resolution.
+    """Heatmaps of every stack at 1/stride of the input resolution.
 
     Args:
       x: (N, H, W, 3) images scaled to [0, 1] (see `common.model_inputs`).
       train: batch statistics and their update (True) or running averages.
 
     Returns:
-      A list of `num_stacks` float32 heatmaps (N, H/4, W/4, num_keypoints),
-      first stack first; the last is the network's prediction.
+      A list of `num_stacks` float32 heatmaps (N, H/stride, W/stride,
+      num_keypoints), first stack first; the last is the network's
+      prediction.
     """
     if x.ndim != 4:
       raise ValueError(
           f'StackedHourglass expects NHWC input, got shape {x.shape}.')
-    multiple = 4 * 2**self.depth
+    multiple = self.stride * 2**self.depth
     if x.shape[1] % multiple or x.shape[2] % multiple:
       raise ValueError(
           f'StackedHourglass: input height and width must be divisible by '
-          f'{multiple} (stride 4 before hourglasses of depth {self.depth}), '
-          f'got {x.shape[1:3]}.')
+          f'{multiple} (stride {self.stride} before hourglasses of depth '
+          f'{self.depth}), got {x.shape[1:3]}.')
     x = x.astype(self.dtype)
 
-    x = ConvLayer(PRE_WIDTHS[0], 7, strides=2, bn=True, relu=True,
-                  dtype=self.dtype, name='pre_0')(x, train)
+    x = ConvLayer(PRE_WIDTHS[0], 7, strides=min(self.stride, 2), bn=True,
+                  relu=True, dtype=self.dtype, name='pre_0')(x, train)
     x = Residual(PRE_WIDTHS[1], dtype=self.dtype, name='pre_1')(x, train)
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    if self.stride == 4:
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = Residual(PRE_WIDTHS[1], dtype=self.dtype, name='pre_3')(x, train)
     x = Residual(self.features, dtype=self.dtype, name='pre_4')(x, train)
 

@@ -158,7 +158,7 @@ class HighResolutionModule(nn.Module):
                               dtype=self.dtype,
                               name=f'fuse_layers_{i}_{j}_{k}')(z, train)
         y = z if y is None else y + z
-      outputs.append(nn.relu(y))
+      outputs.append(common.relu(y))
     return outputs
 
 
@@ -238,11 +238,11 @@ class HRNet(nn.Module):
     x = common.conv(self.stem_width, 3, strides=2, dtype=self.dtype,
                     name='conv1')(x)
     x = common.batch_norm(train, dtype=self.dtype, name='bn1')(x)
-    x = nn.relu(x)
+    x = common.relu(x)
     x = common.conv(self.stem_width, 3, strides=2, dtype=self.dtype,
                     name='conv2')(x)
     x = common.batch_norm(train, dtype=self.dtype, name='bn2')(x)
-    x = nn.relu(x)
+    x = common.relu(x)
 
     # Stage 1.
     planes = self.stem_width
@@ -278,7 +278,7 @@ class HRNet(nn.Module):
       x = common.conv(x.shape[-1], 1, use_bias=True, dtype=self.dtype,
                       name='head_0')(x)
       x = common.batch_norm(train, dtype=self.dtype, name='head_1')(x)
-      x = nn.relu(x)
+      x = common.relu(x)
       x = common.conv(self.num_keypoints, 1, use_bias=True, dtype=self.dtype,
                       name='head_3')(x)
       return [x.astype(jnp.float32)]

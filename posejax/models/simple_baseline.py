@@ -218,7 +218,7 @@ class SimpleBaseline(nn.Module):
     x = common.conv(self.width, 7, strides=2, dtype=self.dtype,
                     kernel_init=resnet_kernel_init, name='conv1')(x)
     x = common.batch_norm(train, dtype=self.dtype, name='bn1')(x)
-    x = nn.relu(x)
+    x = common.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
     # Backbone: the first block of stages 2-4 halves the resolution.
@@ -241,7 +241,7 @@ class SimpleBaseline(nn.Module):
                         dtype=self.dtype, name=f'deconv_layers_{3 * i}')(x)
       x = common.batch_norm(train, dtype=self.dtype,
                             name=f'deconv_layers_{3 * i + 1}')(x)
-      x = nn.relu(x)
+      x = common.relu(x)
 
     x = common.conv(self.num_keypoints, self.final_kernel, use_bias=True,
                     dtype=self.dtype, name='final_layer')(x)

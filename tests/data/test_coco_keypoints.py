@@ -1,6 +1,5 @@
 """The COCO-format builder on files written in the exact COCO 2017 layout."""
 
-import json
 import os
 
 import cv2
@@ -8,22 +7,11 @@ import numpy as np
 import pytest
 
 from posejax import data
+import dataset_fixtures
 import ml_collections
 
-
-def _write_coco(root, split, images, annotations):
-  os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
-  os.makedirs(os.path.join(root, f'{split}2017'), exist_ok=True)
-  with open(os.path.join(root, 'annotations', f'person_keypoints_{split}2017.json'), 'w') as f:
-    json.dump({'images': images, 'annotations': annotations,
-               'categories': [{'id': 1, 'name': 'person'}]}, f)
-
-
-def _person(ann_id, image_id, kps, bbox, iscrowd=0):
-  kps = np.asarray(kps, float).reshape(17, 3)
-  return {'id': ann_id, 'image_id': image_id, 'category_id': 1, 'bbox': bbox,
-          'area': bbox[2] * bbox[3] * 0.5, 'iscrowd': iscrowd,
-          'num_keypoints': int((kps[:, 2] > 0).sum()), 'keypoints': kps.reshape(-1).tolist()}
+_write_coco = dataset_fixtures.write_coco_split
+_person = dataset_fixtures.coco_person
 
 
 @pytest.fixture(scope='module')

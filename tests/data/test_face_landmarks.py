@@ -1,37 +1,22 @@
 """The WFLW and 300W builders on files written in their published layouts."""
 
-import contextlib
-import logging
 import os
 
-from absl import logging as absl_logging
-import cv2
 import ml_collections
 import numpy as np
 import pytest
 
 from posejax import data
+import dataset_fixtures
+from dataset_fixtures import captured_warnings as _captured_warnings
+from dataset_fixtures import pts_text as _pts_text
+from dataset_fixtures import wflw_line as _wflw_line
 
 H, W = 60, 80
 
 
-@contextlib.contextmanager
-def _captured_warnings():
-  """Warnings logged through absl (caplog is per test; the build is per module)."""
-  messages = []
-  handler = logging.Handler(logging.WARNING)
-  handler.emit = lambda record: messages.append(record.getMessage())
-  logger = absl_logging.get_absl_logger()
-  logger.addHandler(handler)
-  try:
-    yield messages
-  finally:
-    logger.removeHandler(handler)
-
-
 def _image(path, value=90):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  assert cv2.imwrite(path, np.full((H, W, 3), value, np.uint8))
+  dataset_fixtures.write_image(path, H, W, value=value)
 
 
 def _points(k, seed):
@@ -53,12 +38,7 @@ def _read(builder, splits):
 
 # ------------------------------------------------------------------- WFLW
 
-LISTS = 'WFLW_annotations/list_98pt_rect_attr_train_test'
-
-
-def _wflw_line(points, rect, attributes, name):
-  return ' '.join([*(f'{v:.6f}' for v in points.reshape(-1)), *map(str, rect),
-                   *map(str, attributes), name])
+LISTS = dataset_fixtures.WFLW_LISTS
 
 
 @pytest.fixture(scope='module')
@@ -82,10 +62,7 @@ def wflw(tmp_path_factory):
       _wflw_line(p[7] * 10, [4, 3, 70, 50], [0, 0, 0, 0, 0, 0], '1--Handshaking/b.jpg'),  # 9 far
   ]
   test = [_wflw_line(p[8], [1, 1, 79, 59], [0, 0, 0, 0, 1, 1], '2--Demonstration/c.jpg')]
-  os.makedirs(os.path.join(root, LISTS))
-  for split, lines in (('train', train), ('test', test)):
-    with open(os.path.join(root, LISTS, f'list_98pt_rect_attr_{split}.txt'), 'w') as f:
-      f.write('\n'.join(lines) + '\n')
+  dataset_fixtures.write_wflw_lists(root, train, test)
   with _captured_warnings() as warnings:
     builder = data.get_builder(
         _config('wflw', str(tmp_path_factory.mktemp('tfds')), root, 'wflw'))
@@ -135,14 +112,6 @@ def test_wflw_missing_and_partial_manual_dir(tmp_path):
 
 
 # ------------------------------------------------------------------- 300W
-
-FOLDERS = ('afw', 'helen/trainset', 'helen/testset', 'lfpw/trainset', 'lfpw/testset', 'ibug')
-
-
-def _pts_text(points):
-  body = '\n'.join(f'{x:.3f} {y:.3f}' for x, y in points)
-  return f'version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n'
-
 
 @pytest.fixture(scope='module')
 def ibug(tmp_path_factory):

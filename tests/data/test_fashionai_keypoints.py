@@ -1,48 +1,26 @@
 """The FashionAI builder on files written in the Tianchi train.csv layout."""
 
-import contextlib
 import logging
 import os
 
-from absl import logging as absl_logging
-import cv2
 import ml_collections
 import numpy as np
 import pytest
 
 from posejax import data
 from posejax import keypoints as keypoints_lib
-from posejax.data import records
+import dataset_fixtures
+from dataset_fixtures import captured_warnings as _captured_warnings
+from dataset_fixtures import fashionai_image_id as _image_id
 
 NAMES = keypoints_lib.FASHIONAI.keypoint_names
 H, W = 40, 32
 
 
-@contextlib.contextmanager
-def _captured_warnings():
-  """Warnings logged through absl (caplog is per test; the build is per module)."""
-  messages = []
-  handler = logging.Handler(logging.WARNING)
-  handler.emit = lambda record: messages.append(record.getMessage())
-  logger = absl_logging.get_absl_logger()
-  logger.addHandler(handler)
-  try:
-    yield messages
-  finally:
-    logger.removeHandler(handler)
-
-
-def _image_id(category, held_out, start=0):
-  """An image path the builder puts in validation iff held_out (10% hash)."""
-  i = start
-  while records.in_holdout(f'Images/{category}/{i:04d}.jpg', 0.1) != held_out:
-    i += 1
-  return f'Images/{category}/{i:04d}.jpg'
-
-
 def _cells(category, labels):
-  """24 x_y_v cells: `labels` name -> (x, y, v); other points -1_-1_-1."""
-  return [('{}_{}_{}'.format(*labels[n]) if n in labels else '-1_-1_-1') for n in NAMES]
+  """24 x_y_v cells of a `category` row: only `labels` given."""
+  del category  # the csv cells do not depend on it
+  return dataset_fixtures.fashionai_cells(labels)
 
 
 @pytest.fixture(scope='module')
@@ -52,8 +30,7 @@ def manual_dir(tmp_path_factory):
   def add(name, image_id, category, cells, image=True):
     rows[name] = (len(rows) + 2, image_id, category, cells)
     if image:
-      os.makedirs(os.path.join(root, os.path.dirname(image_id)), exist_ok=True)
-      cv2.imwrite(os.path.join(root, image_id), np.full((H, W, 3), 20 * len(rows), np.uint8))
+      dataset_fixtures.write_image(os.path.join(root, image_id), H, W, value=20 * len(rows))
 
   blouse = {'neckline_left': (3, 4, 1), 'neckline_right': (20, 5, 0),
             'armpit_left': (5, 20, 1), 'cuff_left_in': (-1, -1, -1),
@@ -74,11 +51,8 @@ def manual_dir(tmp_path_factory):
   with open(os.path.join(root, rows['corrupt'][1]), 'wb') as f:
     f.write(b'not a jpeg')
 
-  os.makedirs(os.path.join(root, 'Annotations'))
-  with open(os.path.join(root, 'Annotations', 'train.csv'), 'w') as f:
-    f.write(','.join(['image_id', 'image_category', *NAMES]) + '\n')
-    for _, image_id, category, cells in rows.values():
-      f.write(','.join([image_id, category, *cells]) + '\n')
+  dataset_fixtures.write_fashionai_csv(
+      root, [(image_id, category, cells) for _, image_id, category, cells in rows.values()])
   return root, rows
 
 

@@ -1,49 +1,18 @@
 """The Kaggle facial keypoints builder on training.csv / test.csv as published."""
 
-import contextlib
-import logging
-
-from absl import logging as absl_logging
 import ml_collections
 import numpy as np
 import pytest
 
 from posejax import data
 from posejax import keypoints as keypoints_lib
-from posejax.data import records
+import dataset_fixtures
+from dataset_fixtures import captured_warnings as _captured_warnings
+from dataset_fixtures import kaggle_coordinates as _coordinates
+from dataset_fixtures import kaggle_pixels as _pixels
 
 NAMES = keypoints_lib.KAGGLE_FACES.keypoint_names
-HEADER = [f'{n}_{c}' for n in NAMES for c in 'xy'] + ['Image']
-
-
-@contextlib.contextmanager
-def _captured_warnings():
-  """Warnings logged through absl (caplog is per test; the build is per module)."""
-  messages = []
-  handler = logging.Handler(logging.WARNING)
-  handler.emit = lambda record: messages.append(record.getMessage())
-  logger = absl_logging.get_absl_logger()
-  logger.addHandler(handler)
-  try:
-    yield messages
-  finally:
-    logger.removeHandler(handler)
-
-
-def _pixels(seed, held_out=False):
-  """A 96x96 grey image as its csv cell, in validation iff held_out."""
-  rng = np.random.default_rng(seed)
-  grey = rng.integers(0, 256, (96, 96))
-  while True:
-    cell = ' '.join(str(v) for v in grey.reshape(-1))
-    if records.in_holdout(cell, 0.1) == held_out:
-      return grey, cell
-    grey[0, 0] = (grey[0, 0] + 1) % 256
-
-
-def _coordinates(points):
-  """name -> (x, y) as the 30 coordinate cells, empty where not given."""
-  return [f'{points[n][i]}' if n in points else '' for n in NAMES for i in (0, 1)]
+HEADER = dataset_fixtures.KAGGLE_HEADER
 
 
 @pytest.fixture(scope='module')
@@ -65,12 +34,9 @@ def manual_dir(tmp_path_factory):
       _coordinates({'nose_tip': (5.0, '')}) + [cells[6]],                # 9 half pair
       _coordinates(partial) + [val_cell],                                # 10 validation
   ]
-  (root / 'training.csv').write_text(
-      '\n'.join(','.join(r) for r in [HEADER] + rows) + '\n')
   test_rows = [['1', _pixels(20)[1]], ['2', _pixels(21)[1]], ['x', _pixels(22)[1]],
                ['2', _pixels(23)[1]]]
-  (root / 'test.csv').write_text(
-      '\n'.join(','.join(r) for r in [['ImageId', 'Image']] + test_rows) + '\n')
+  dataset_fixtures.write_kaggle_csvs(str(root), rows, test_rows)
   return str(root), dict(full=full, partial=partial, grey_full=grey_full,
                          grey_test=_pixels(21)[0])
 

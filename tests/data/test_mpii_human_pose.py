@@ -1,12 +1,7 @@
 """The MPII builder on files written in the HRNet json + gt_valid.mat layout."""
 
-import contextlib
-import json
-import logging
 import os
 
-from absl import logging as absl_logging
-import cv2
 import ml_collections
 import numpy as np
 import pytest
@@ -14,22 +9,11 @@ import scipy.io
 
 from posejax import data
 from posejax.data import mpii_human_pose
+import dataset_fixtures
+from dataset_fixtures import captured_warnings as _captured_warnings
+from dataset_fixtures import mpii_entry as _entry
 
 H, W = 48, 64
-
-
-@contextlib.contextmanager
-def _captured_warnings():
-  """Warnings logged through absl (caplog is per test; the build is per module)."""
-  messages = []
-  handler = logging.Handler(logging.WARNING)
-  handler.emit = lambda record: messages.append(record.getMessage())
-  logger = absl_logging.get_absl_logger()
-  logger.addHandler(handler)
-  try:
-    yield messages
-  finally:
-    logger.removeHandler(handler)
 
 
 def _joints(seed):
@@ -42,19 +26,9 @@ def _joints(seed):
   return joints, vis
 
 
-def _entry(image, joints, vis, center=(30.0, 20.0), scale=0.2):
-  return {'image': image, 'joints': np.asarray(joints).tolist(),
-          'joints_vis': np.asarray(vis).tolist(), 'center': list(center),
-          'scale': scale}
-
-
 def _write_mpii(root):
-  os.makedirs(os.path.join(root, 'annot'))
-  os.makedirs(os.path.join(root, 'images'))
-  rng = np.random.default_rng(0)
-  for name in ('000000001.jpg', '000000002.jpg'):
-    cv2.imwrite(os.path.join(root, 'images', name),
-                rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+  for seed, name in enumerate(('000000001.jpg', '000000002.jpg')):
+    dataset_fixtures.write_image(os.path.join(root, 'images', name), H, W, seed=seed)
   with open(os.path.join(root, 'images', '000000003.jpg'), 'wb') as f:
     f.write(b'not a jpeg')
 
@@ -75,9 +49,8 @@ def _write_mpii(root):
       _entry('000000002.jpg', j4[:15], v4[:15]),                          # 8 wrong K
   ]
   train = [_entry('000000002.jpg', j1, v1), _entry('000000001.jpg', j0, v0)]
-  for name, entries in (('mpii_valid.json', valid), ('mpii_train.json', train)):
-    with open(os.path.join(root, 'annot', name), 'w') as f:
-      json.dump(entries, f)
+  dataset_fixtures.write_mpii_json(root, 'mpii_valid.json', valid)
+  dataset_fixtures.write_mpii_json(root, 'mpii_train.json', train)
 
   # gt_valid.mat as the HRNet repository ships it: one column per json entry.
   n = len(valid)
@@ -91,12 +64,8 @@ def _write_mpii(root):
     pos[:, :, i] = joints
     missing[:, i] = 1 - vis
   pos[5, :, 4] += 7.0  # entry 4's joints disagree with the json
-  names = np.array([['rank', 'rkne', 'rhip', 'lhip', 'lkne', 'lank', 'pelv', 'thor',
-                     'neck', 'head', 'rwri', 'relb', 'rsho', 'lsho', 'lelb', 'lwri']],
-                   dtype=object)
-  scipy.io.savemat(os.path.join(root, 'annot', 'gt_valid.mat'), {
-      'dataset_joints': names, 'jnt_missing': missing, 'pos_pred_src': pos,
-      'pos_gt_src': pos, 'headboxes_src': heads})
+  dataset_fixtures.write_gt_valid_mat(
+      os.path.join(root, 'annot', 'gt_valid.mat'), heads, pos, missing)
   return valid
 
 

@@ -256,3 +256,22 @@ def test_build_model_presets():
       dict(name='hourglass', preset='hg8'), 16).num_stacks == 8
   with pytest.raises(ValueError, match=r"'hg4'.*'hg2'"):
     models.build_model(dict(name='hourglass', preset='hg4'), 16)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_smaller_stride_keeps_the_parameters_and_raises_the_resolution(
+    stride, small_variables):
+  model = _small_model(stride=stride)
+  # eval_shape only: no compilation.
+  abstract = jax.eval_shape(model.init, jax.random.key(0),
+                            jnp.zeros((1, 32, 16, 3)))
+  shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
+  assert shapes(abstract) == shapes(small_variables)
+  outputs = jax.eval_shape(model.apply, small_variables,
+                           jnp.zeros((2, 32, 16, 3)))
+  assert [o.shape for o in outputs] == [(2, 32 // stride, 16 // stride, 16)] * 2
+  # Divisibility follows the stride: by stride * 2**depth.
+  with pytest.raises(ValueError, match=f'divisible by {stride * 4}'):
+    jax.eval_shape(model.apply, small_variables, jnp.zeros((1, 16, 6, 3)))
+  with pytest.raises(ValueError, match='stride must be 1, 2 or 4'):
+    hg.StackedHourglass(num_keypoints=16, stride=3)

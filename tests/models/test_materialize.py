@@ -1,0 +1,64 @@
+"""The XLA:CPU settings of `import posejax` and the activation barriers."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+
+def _run(code: str, **env) -> str:
+  environ = {k: v for k, v in os.environ.items()
+             if k not in ('XLA_FLAGS', 'POSEJAX_KEEP_XLA_FLAGS')}
+  environ.update(env)
+  return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                        env=environ, check=True, capture_output=True,
+                        text=True).stdout
+
+
+def test_import_sets_both_cpu_flags_and_respects_the_users():
+  code = 'import os, posejax; print(os.environ.get("XLA_FLAGS", ""))'
+  flags = _run(code).split()
+  assert '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution' in flags
+  assert '--xla_disable_hlo_passes=cse_barrier_expander' in flags
+  # A flag the user set is left as it is; the other one is still added.
+  flags = _run(code, XLA_FLAGS='--xla_disable_hlo_passes=foo').split()
+  assert '--xla_disable_hlo_passes=foo' in flags
+  assert not any('cse_barrier_expander' in f for f in flags)
+  assert any('ynn_fusion_type' in f for f in flags)
+  assert _run(code, POSEJAX_KEEP_XLA_FLAGS='1').strip() == ''
+
+
+def test_barriers_survive_to_the_compiled_train_graph():
+  # Without them XLA:CPU recomputes a residual stream in every consumer.
+  out = _run("""
+      import posejax
+      import jax, jax.numpy as jnp
+      from posejax.models import common
+
+      def loss(w, x):
+        for _ in range(4):
+          y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+          x = common.relu(y + x)
+        return jnp.sum(x ** 2)
+
+      x = jnp.ones((2, 8, 8, 4)); w = jnp.ones((3, 3, 4, 4)) * 0.01
+      text = jax.jit(jax.grad(loss)).lower(w, x).compile().as_text()
+      print(text.count('opt-barrier('))
+      """)
+  assert int(out.strip()) >= 4
+
+
+def test_materialize_is_the_identity_with_an_identity_gradient():
+  import jax
+  import jax.numpy as jnp
+  from posejax.models import common
+
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)), jnp.float32)
+  w = jnp.arange(15.0).reshape(3, 5)
+  np.testing.assert_array_equal(common.relu(x), jax.nn.relu(x))
+  ours = jax.jit(jax.grad(lambda x: jnp.sum(common.relu(x) * w)))(x)
+  plain = jax.grad(lambda x: jnp.sum(jax.nn.relu(x) * w))(x)
+  np.testing.assert_array_equal(ours, plain)

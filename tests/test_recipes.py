@@ -1,0 +1,443 @@
+"""Every recipe config builds, trains and evaluates on fixture data.
+
+The datasets are written in their upstream formats (tests/dataset_fixtures.py)
+and built by the real TFDS builders. Each recipe is checked at its real sizes
+where that costs no compilation (config, Setup, input pipeline); the training
+step and the evaluation run the recipe with its network narrowed and its input
+shrunk, so that only tiny models compile.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import dataset_fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (config file, variant) of every recipe.
+RECIPES = [
+    ('hrnet_coco', ''), ('hrnet_coco', 'w48'), ('hrnet_coco', '384x288'),
+    ('hrnet_coco', 'w48,384x288'),
+    ('simple_baseline_coco', ''), ('simple_baseline_coco', 'r101'),
+    ('simple_baseline_coco', 'r152'),
+    ('hourglass_mpii', ''), ('hourglass_mpii', 'hg2'),
+    ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
+    ('hourglass_facial_keypoints', ''),
+    ('hrnet_wflw', ''), ('hrnet_wflw', '300w'),
+]
+
+WRITERS = {
+    'coco_keypoints': dataset_fixtures.write_coco_dataset,
+    'mpii_human_pose': dataset_fixtures.write_mpii_dataset,
+    'fashionai_keypoints': dataset_fixtures.write_fashionai_dataset,
+    'kaggle_facial_keypoints': dataset_fixtures.write_kaggle_faces_dataset,
+    'wflw': dataset_fixtures.write_wflw_dataset,
+    'ibug_300w': dataset_fixtures.write_300w_dataset,
+}
+
+# Narrow versions of each family: the recipe's structure (stages, heads,
+# strides) at a few channels.
+TINY_MODELS = {
+    'hrnet': dict(stem_width=8, stage1_blocks=1, widths=(8, 16), num_modules=(1,),
+                  num_blocks=1),
+    'simple_baseline': dict(width=4, deconv_features=(8, 8, 8)),
+    'hourglass': dict(num_stacks=1, features=8, depth=1),
+    'cpm': dict(num_stages=2, feat_channels=8, middle_channels=8, stem_channels=8,
+                stem_hidden_channels=16),
+}
+# Small inputs divisible by each recipe's model stride requirements.
+TINY_INPUTS = {
+    'hrnet_coco': (64, 48), 'simple_baseline_coco': (64, 64),
+    'hourglass_mpii': (32, 32), 'cpm_fashionai': (32, 32),
+    'hourglass_facial_keypoints': (16, 16), 'hrnet_wflw': (32, 32),
+}
+
+
+def load_config(name: str, variant: str = ''):
+  spec = importlib.util.spec_from_file_location(
+      f'recipe_{name}', os.path.join(REPO, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant or None)
+
+
+@pytest.fixture(scope='module')
+def fixtures(tmp_path_factory):
+  """dataset name -> manual_dir, written on first use; one shared data_dir."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  written = {}
+
+  def manual_dir(dataset: str) -> str:
+    if dataset not in written:
+      root = str(tmp_path_factory.mktemp(dataset))
+      WRITERS[dataset](root)
+      written[dataset] = root
+    return written[dataset]
+
+  def on_fixtures(config):
+    config.dataset.data_dir = data_dir
+    config.dataset.manual_dir = manual_dir(config.dataset.name)
+    return config
+
+  return on_fixtures
+
+
+def tiny(config, name: str):
+  """Recipe `name` with its network narrowed, its input shrunk and batch 2."""
+  config.model.update(TINY_MODELS[config.model.name])
+  config.input.size = TINY_INPUTS[name]
+  config.input.shuffle_buffer = 16
+  config.train.global_batch_size = 2
+  config.optim.warmup_steps = 0  # so that one step moves every weight
+  config.eval.update(batch_size=2, num_images_to_draw=2)
+  return config
+
+
+# ------------------------------------------------------------- at real size
+
+@pytest.mark.parametrize('name, variant', RECIPES)
+def test_recipe_builds_its_network_and_pipeline(name, variant, fixtures):
+  from posejax import train
+  from posejax.data import pipeline
+  config = fixtures(load_config(name, variant))
+  setup = train.Setup(config)  # every check main.py makes, nothing compiled
+  assert setup.codec.heatmap_size == tuple(
+      s // config.codec.stride for s in config.input.size)
+  assert setup.model.num_keypoints == setup.spec.num_keypoints
+  config.train.global_batch_size = 2
+  batch = next(pipeline.train_dataset(setup.builder, config).as_numpy_iterator())
+  assert batch['image'].shape == (2, *config.input.size, 3)
+  assert batch['keypoints'].shape == (2, setup.spec.num_keypoints, 2)
+  # The schedule's decays fall inside the run.
+  assert all(0 < s < config.train.num_steps for s in config.optim.decay_steps)
+
+
+def test_recipe_variants_are_the_published_settings():
+  w32 = load_config('hrnet_coco')
+  assert (w32.model.preset, tuple(w32.input.size), w32.codec.sigma) == ('w32', (256, 192), 2.0)
+  # 210 epochs of ceil(149,813 / 128) = 1,171 steps, x0.1 at 170 and 200.
+  assert w32.train.num_steps == 245_910
+  assert tuple(w32.optim.decay_steps) == (199_070, 234_200)
+  assert w32.eval.boxes.endswith('COCO_val2017_detections_AP_H_56_person.json')
+  big = load_config('hrnet_coco', 'w48,384x288')
+  assert (big.model.preset, tuple(big.input.size), big.codec.sigma) == ('w48', (384, 288), 3.0)
+  assert big.train.global_batch_size == 96  # 24 per GPU x 4 in the official run
+  sb = load_config('simple_baseline_coco')
+  assert sb.train.num_steps == 140 * 1171 and tuple(sb.optim.decay_steps) == (90 * 1171, 120 * 1171)
+  hg = load_config('hourglass_mpii')
+  assert (hg.model.preset, hg.train.global_batch_size, hg.codec.sigma) == ('hg8', 16, 1.0)
+  assert load_config('hrnet_wflw', '300w').dataset.eval_split == 'test_full'
+  assert load_config('cpm_fashionai', 'all').dataset.config == 'all'
+  with pytest.raises(ValueError, match='w64'):
+    load_config('hrnet_coco', 'w64')
+
+
+# ---------------------------------------------------------- tiny, compiled
+
+@functools.cache
+def _initialised(name: str, variant: str, on_fixtures):
+  """Setup and freshly initialised state of the tiny recipe (cached)."""
+  from posejax import train
+  config = tiny(on_fixtures(load_config(name, variant)), name)
+  config.eval.boxes = 'ground_truth'
+  setup = train.Setup(config)
+  tx, _ = train.make_optimizer(config.optim, config.train.num_steps)
+  # The loop's 'rbg' key, so that train_and_evaluate reuses this compiled
+  # init; 'unsafe_rbg' compiles the hourglass init much faster on a CPU.
+  impl = 'unsafe_rbg' if config.model.name == 'hourglass' else 'rbg'
+  state = train.create_train_state(setup.model, tx, jax.random.key(0, impl=impl),
+                                   tuple(config.input.size), setup.mesh)
+  return setup, state, tx
+
+
+@functools.cache
+def _untrained(name: str, variant: str, on_fixtures):
+  """Setup and untrained variables of the tiny recipe, for evaluation.
+
+  Hourglass variables are filled with numpy (reference_layouts): XLA:CPU
+  compiles their initialiser slowly and no training step needs them here.
+  """
+  import jax.numpy as jnp
+  import reference_layouts
+  from posejax import train
+  config = tiny(on_fixtures(load_config(name, variant)), name)
+  if config.model.name != 'hourglass':
+    setup, state, _ = _initialised(name, variant, on_fixtures)
+    return setup, state.variables
+  setup = train.Setup(config)
+  abstract = jax.eval_shape(setup.model.init, jax.random.key(0),
+                            jnp.zeros((1, *config.input.size, 3)))
+  variables = reference_layouts.init_like_variables(
+      abstract, lambda rng, shape: rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1])))
+  return setup, variables
+
+
+# The training step compiles for these; see test_recipe_step_traces for the
+# others.
+STEPPED = [('hrnet_coco', ''), ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
+           ('hrnet_wflw', '')]
+
+
+@pytest.mark.parametrize('name, variant', STEPPED)
+def test_recipe_takes_a_training_step(name, variant, fixtures):
+  from posejax import sharding
+  from posejax import train
+  from posejax.data import pipeline
+  setup, state, tx = _initialised(name, variant, fixtures)
+  initial = jax.device_get(state.params)
+  state = jax.tree.map(jax.numpy.copy, state)  # the step donates its input
+  step = train.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state,
+                              setup.config.loss.get('stage_weights'))
+  batch = next(pipeline.train_dataset(setup.builder, setup.config).as_numpy_iterator())
+  state, metrics = step(state, sharding.global_batch(batch, setup.mesh))
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['loss']) > 0
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
+                       jax.device_get(state.params), initial)
+  assert all(jax.tree.leaves(moved))
+
+
+@pytest.mark.parametrize('name', ['simple_baseline_coco', 'hourglass_mpii',
+                                  'hourglass_facial_keypoints'])
+def test_recipe_step_traces(name, fixtures):
+  # ResNet-50 cannot be made shallow, and hourglass steps compile slowly on a
+  # CPU; tests/test_train.py runs both families' steps. Tracing the recipe's
+  # step checks its shapes, codec and optimizer without compiling (the
+  # stride-1 hourglass of the faces recipe runs in its evaluation below).
+  import jax.numpy as jnp
+  from posejax import train
+  from posejax.data import pipeline
+  config = tiny(fixtures(load_config(name)), name)
+  setup = train.Setup(config)
+  tx, _ = train.make_optimizer(config.optim, config.train.num_steps)
+
+  def init():
+    variables = setup.model.init(jax.random.key(0),
+                                 jnp.zeros((1, *config.input.size, 3)))
+    return train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                            batch_stats=variables['batch_stats'],
+                            opt_state=tx.init(variables['params']))
+
+  state = jax.eval_shape(init)
+  batch = next(pipeline.train_dataset(setup.builder, config).as_numpy_iterator())
+  new_state, metrics = jax.eval_shape(
+      functools.partial(train.train_step, model=setup.model, codec=setup.codec, tx=tx),
+      state, batch)
+  assert metrics['loss'].shape == ()
+  shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
+  assert shapes(new_state.params) == shapes(state.params)
+  # The heatmaps of every stage match the codec's targets.
+  outputs = jax.eval_shape(lambda v, x: setup.model.apply(v, x, train=False),
+                           {'params': state.params, 'batch_stats': state.batch_stats},
+                           jnp.zeros((2, *config.input.size, 3)))
+  assert {o.shape for o in outputs} == {(2, *setup.codec.heatmap_size,
+                                         setup.spec.num_keypoints)}
+
+
+def _evaluate(setup, variables, workdir, **eval_overrides):
+  """eval.evaluate with some eval fields changed for this call only."""
+  from posejax import eval as eval_lib
+  before = {k: setup.config.eval[k] for k in eval_overrides}
+  setup.config.eval.update(eval_overrides)
+  try:
+    metrics = eval_lib.evaluate(setup, variables, str(workdir), 1)
+  finally:
+    setup.config.eval.update(before)
+  with open(os.path.join(workdir, 'eval', 'step_1', 'metrics.json')) as f:
+    written = json.load(f)
+  assert {k: written[k] for k in metrics} == metrics
+  assert all(np.isfinite(v) for v in metrics.values())
+  return metrics, written
+
+
+def test_coco_recipe_evaluates_with_ground_truth_boxes(fixtures, tmp_path):
+  setup, state, _ = _initialised('hrnet_coco', '', fixtures)
+  metrics, written = _evaluate(setup, state.variables, tmp_path, flip_test=True,
+                               flip_shift=True)
+  assert list(metrics) == ['AP', 'AP50', 'AP75', 'APm', 'APl', 'AR', 'AR50',
+                           'AR75', 'ARm', 'ARl', 'PCK@0.1']
+  assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+  assert written['num_instances'] == 4  # the annotated val people
+
+
+def test_coco_recipe_evaluates_detections_with_rescoring_and_oks_nms(fixtures, tmp_path):
+  from posejax.data import pipeline
+  setup, state, _ = _initialised('hrnet_coco', '', fixtures)
+  # The recipe's own detection file, relative to manual_dir.
+  boxes = load_config('hrnet_coco').eval.boxes
+  with_boxes = setup.config.copy_and_resolve_references()
+  with_boxes.eval.update(boxes=boxes, box_score_threshold=0.3)
+  batches = list(pipeline.eval_dataset(setup.builder, with_boxes).as_numpy_iterator())
+  crops = {k: np.concatenate([b[k] for b in batches])
+           for k in ('image_id', 'box_score', 'bbox')}
+  # Image 1: three person boxes at 0.3 or more (the 0.1 box and the other
+  # category are dropped), in file order; image 2: one; image 3 has none.
+  assert sorted(crops['image_id'].tolist()) == [1, 1, 1, 2]
+  first = crops['image_id'] == 1
+  np.testing.assert_allclose(crops['box_score'][first], [0.9, 0.8, 0.7])
+  np.testing.assert_allclose(crops['box_score'][~first], [0.6])
+  np.testing.assert_array_equal(crops['bbox'][first][0], crops['bbox'][first][2])
+  metrics, written = _evaluate(setup, state.variables, tmp_path, boxes=boxes,
+                               box_score_threshold=0.3)
+  # Detections are scored by pycocotools against every annotation; no box PCK.
+  assert 'PCK@0.1' not in metrics and set(metrics) >= {'AP', 'AR'}
+  assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+  # The duplicate of the first box predicts the same person: OKS-NMS (0.9)
+  # keeps the higher-scored one.
+  with open(os.path.join(tmp_path, 'eval', 'step_1', 'results.json')) as f:
+    results = json.load(f)
+  assert written['num_instances'] == len(results) == 3
+  assert sorted(r['image_id'] for r in results) == [1, 1, 2]
+
+
+def test_postprocess_rescores_and_merges_near_duplicates():
+  import ml_collections
+  from posejax import eval as eval_lib
+  from posejax import keypoints as keypoints_lib
+  rng = np.random.default_rng(0)
+  person = rng.uniform(0, 100, (17, 2))
+  other = person + [300.0, 0.0]
+  out = {
+      'image_id': np.array([7, 7, 7, 8]),
+      'pred_keypoints': np.stack([person, person + 0.5, other, person]),
+      'pred_scores': np.stack([np.full(17, 0.8), np.full(17, 0.9),
+                               np.where(np.arange(17) < 5, 0.1, 0.6), np.full(17, 0.5)]),
+      'box_score': np.array([0.9, 0.7, 1.0, 0.4]),
+      'scale': np.full((4, 2), 100.0),
+  }
+  config = ml_collections.ConfigDict(dict(
+      dataset=dict(manual_dir=''),
+      eval=dict(boxes='detections.json', oks_nms_threshold=0.9)))
+  kept = eval_lib.postprocess(out, config, keypoints_lib.COCO)
+  # Instance 1 (0.7 x 0.9 = 0.63) is a near duplicate of instance 0
+  # (0.9 x 0.8 = 0.72) and is suppressed; instance 2 averages only its
+  # scores above 0.2; image 8 is separate.
+  assert kept['image_id'].tolist() == [7, 7, 8]
+  np.testing.assert_allclose(kept['instance_score'], [0.72, 0.6, 0.2])
+  # With ground-truth boxes nothing is suppressed.
+  config.eval.boxes = 'ground_truth'
+  assert len(eval_lib.postprocess(out, config, keypoints_lib.COCO)['image_id']) == 4
+
+
+@pytest.mark.parametrize('name, variant, expected', [
+    ('hourglass_mpii', '', {'PCKh@0.5', 'PCKh@0.5/Head', 'PCKh@0.5/Wrist',
+                            'PCKh@0.5/Mean_all', 'PCKh@0.1', 'PCKh@0.1/Ankle'}),
+    ('cpm_fashionai', 'all', {'NE', 'NE/dress', 'NE/skirt'}),
+    ('hrnet_wflw', '', {'NME', 'FR@0.1', 'AUC@0.1', 'NME/pose', 'FR@0.1/occlusion',
+                        'AUC@0.1/blur'}),
+    ('hourglass_facial_keypoints', '', {'RMSE', 'RMSE/nose_tip'}),
+])
+def test_recipe_evaluates_with_its_native_metric(name, variant, expected, fixtures,
+                                                 tmp_path):
+  setup, variables = _untrained(name, variant, fixtures)
+  metrics, _ = _evaluate(setup, variables, tmp_path, flip_test=False)
+  assert expected <= set(metrics), sorted(metrics)
+  assert not {'AP', 'PCK@0.1'} & set(metrics)
+  for key, value in metrics.items():
+    if key.startswith(('PCKh', 'FR@')):
+      assert 0.0 <= value <= 100.0, key
+    elif key.startswith('AUC'):
+      assert 0.0 <= value <= 1.0, key
+    else:
+      assert value >= 0.0, key
+
+
+# -------------------------------------------- ground truth as predictions
+
+@pytest.mark.parametrize('name, variant, perfect', [
+    ('hrnet_coco', '', {'AP': 1.0, 'AP50': 1.0, 'AR': 1.0, 'PCK@0.1': 1.0}),
+    ('hourglass_mpii', '', {'PCKh@0.5': 100.0, 'PCKh@0.1': 100.0,
+                            'PCKh@0.5/Mean_all': 100.0, 'PCKh@0.1/Wrist': 100.0}),
+    ('cpm_fashionai', 'all', {'NE': 0.0, 'NE/dress': 0.0, 'NE/skirt': 0.0}),
+    ('hrnet_wflw', '', {'NME': 0.0, 'FR@0.1': 0.0, 'AUC@0.1': 1.0, 'NME/pose': 0.0}),
+    ('hrnet_wflw', '300w', {'NME': 0.0, 'FR@0.1': 0.0, 'AUC@0.1': 1.0}),
+    ('hourglass_facial_keypoints', '', {'RMSE': 0.0, 'RMSE/left_eye_center': 0.0}),
+])
+def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fixtures):
+  from posejax import eval as eval_lib
+  from posejax import train
+  from posejax.data import pipeline
+  from posejax.evaluation import coco
+  config = fixtures(load_config(name, variant))
+  config.eval.boxes = 'ground_truth'
+  setup = train.Setup(config)
+  batches = list(pipeline.eval_dataset(setup.builder, config).as_numpy_iterator())
+  out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0] if k != 'image'}
+  assert {'head_box', 'category', 'attributes'} & set(out) == {
+      'mpii_human_pose': {'head_box'}, 'fashionai_keypoints': {'category'},
+      'wflw': {'attributes'}}.get(config.dataset.name, set())
+  out['pred_keypoints'] = out['gt_keypoints'].copy()
+  out['pred_scores'] = np.ones(out['visibility'].shape, np.float32)
+  kept = eval_lib.postprocess(out, config, setup.spec)
+  results = coco.keypoint_results(kept['image_id'], kept['pred_keypoints'],
+                                  kept['pred_scores'], kept['instance_score'])
+  metrics = eval_lib.METRICS[setup.metric](setup, kept, results)
+  for key, value in perfect.items():
+    assert metrics[key] == pytest.approx(value, abs=1e-6), key
+  # And a wrong prediction is not perfect.
+  kept['pred_keypoints'] = kept['pred_keypoints'] + 5.0
+  worse = eval_lib.METRICS[setup.metric](setup, kept, coco.keypoint_results(
+      kept['image_id'], kept['pred_keypoints'], kept['pred_scores'],
+      kept['instance_score']))
+  key = next(iter(perfect))
+  assert worse[key] != pytest.approx(perfect[key], abs=1e-3), key
+
+
+# ----------------------------------------------------------- early stopping
+
+def test_cpm_recipe_stops_early_and_scores_the_kept_state(fixtures, tmp_path,
+                                                           monkeypatch):
+  from posejax import eval as eval_lib
+  from posejax import train
+  config = tiny(fixtures(load_config('cpm_fashionai')), 'cpm_fashionai')
+  config.train.update(num_steps=20, log_every_steps=1, checkpoint_every_steps=10)
+  config.eval.flip_test = False  # the predict step the other tests compiled
+  config.train.early_stopping.update(every_steps=2, patience=2)
+  # Validation losses at steps 2, 4, 6, 8: the lowest at step 4, then two
+  # measurements without a lower one stop the run at step 8.
+  measured = iter([3.0, 2.0, 2.5, 2.0])
+  monkeypatch.setattr(train, 'validation_loss', lambda *args: next(measured))
+  workdir = str(tmp_path)
+  metrics = train.train_and_evaluate(config, workdir)
+  assert set(metrics) >= {'NE', 'NE/dress'}
+  assert next(measured, None) is None
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['8']
+  assert os.listdir(os.path.join(workdir, train.BEST_CHECKPOINT_DIR)) == ['4']
+  assert os.path.isfile(os.path.join(workdir, 'eval', 'step_4', 'metrics.json'))
+  best, step = eval_lib.load_variables(workdir, best=True)
+  latest, _ = eval_lib.load_variables(workdir)
+  assert step == 4
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(best), jax.tree.leaves(latest)))
+  # A rerun resumes at step 8, finds the patience spent and only evaluates.
+  again = train.train_and_evaluate(config, workdir)
+  assert again == metrics
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['8']
+
+
+def test_validation_loss_is_the_mean_over_instances_without_padding(fixtures):
+  from posejax import sharding
+  from posejax import train
+  from posejax.data import pipeline
+  setup, state, _ = _initialised('cpm_fashionai', '', fixtures)
+  config = setup.config.copy_and_resolve_references()
+  loss_fn = train.make_validation_loss_fn(setup.model, setup.codec)
+  config.eval.batch_size = 1
+  singles = list(pipeline.eval_dataset(setup.builder, config).as_numpy_iterator())
+  assert len(singles) == 2  # the two held-out dress images
+  # Each single padded to a batch of 2 ...
+  padded = train.validation_loss(loss_fn, state.variables, singles, setup.mesh, 2)
+  # ... against both in one batch, without padding.
+  both = {k: np.concatenate([b[k] for b in singles]) for k in singles[0]}
+  g = sharding.global_batch({k: both[k] for k in ('image', 'keypoints', 'visibility')},
+                            setup.mesh)
+  whole = float(loss_fn(state.variables, g['image'], g['keypoints'], g['visibility'],
+                        np.ones(2, bool))) / 2
+  assert padded == pytest.approx(whole, rel=1e-5) and whole > 0
