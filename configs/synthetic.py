@@ -1,13 +1,13 @@
 r"""HRNet on generated figures with the 17 COCO keypoints: the quickstart.
 
 Generates the data on first use (5,000 train / 500 val figures), trains a
-narrow HRNet at 96x64 for 4,000 steps of 16 and evaluates with ground-truth
+narrow HRNet at 96x64 for 4,800 steps of 16 and evaluates with ground-truth
 boxes and flip test.
 
   python -m posejax.main --config=configs/synthetic.py --workdir=/tmp/posejax_quickstart
 
-Measured: OKS AP 0.664 (AP50 0.917, PCK@0.1 0.918) on the synthetic val split,
-7 min 55 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2
+Measured: OKS AP 0.681 (AP50 0.928, PCK@0.1 0.924) on the synthetic val split,
+9 min 12 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2
 (the target is AP 0.70; see README, Results).
 
 Variants (`configs/synthetic.py:NAME`):

@@ -50,6 +50,8 @@ PyTorch's `num_batches_tracked` buffers have no counterpart.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from typing import Sequence
 
@@ -126,15 +128,51 @@ class ConvTranspose(nn.Module):
     kernel = self.param('kernel', common.conv_kernel_init,
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    low = k - 1 - self.padding
-    high = low + self.output_padding
-    return jax.lax.conv_general_dilated(
-        x,
-        kernel[::-1, ::-1],
-        window_strides=(1, 1),
-        padding=((low, high), (low, high)),
-        lhs_dilation=(self.strides, self.strides),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return _transposed_conv(x, kernel, self.strides, k - 1 - self.padding,
+                            self.output_padding)
+
+
+def _upsampling_conv(x, kernel, strides, low, output_padding):
+  """PyTorch's transposed convolution as an input-dilated convolution."""
+  high = low + output_padding
+  return jax.lax.conv_general_dilated(
+      x,
+      kernel[::-1, ::-1],
+      window_strides=(1, 1),
+      padding=((low, high), (low, high)),
+      lhs_dilation=(strides, strides),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _transposed_conv(x, kernel, strides, low, output_padding):
+  return _upsampling_conv(x, kernel, strides, low, output_padding)
+
+
+def _transposed_conv_fwd(x, kernel, strides, low, output_padding):
+  return _transposed_conv(x, kernel, strides, low, output_padding), (x, kernel)
+
+
+def _transposed_conv_bwd(strides, low, output_padding, residuals, dy):
+  # Autodiff would take the kernel gradient as a convolution that is both
+  # input- and window-dilated, which XLA:CPU runs on a slow generic path
+  # (about 16 s for the last SimpleBaseline deconvolution at batch 8 against
+  # 0.4 s for its forward). The layer is linear in x, so with
+  # down(.; kernel) its transpose (a plain strided convolution),
+  # <dy, up(x; kernel)> = <down(dy; kernel), x>: the kernel gradient is the
+  # weight gradient of that strided convolution, a fast path, and the input
+  # gradient is down(dy) itself.
+  x, kernel = residuals
+
+  def down(kernel):
+    up = lambda z: _upsampling_conv(z, kernel, strides, low, output_padding)
+    return jax.linear_transpose(up, x)(dy)[0]
+
+  dx, down_vjp = jax.vjp(down, kernel)
+  return dx, down_vjp(x)[0]
+
+
+_transposed_conv.defvjp(_transposed_conv_fwd, _transposed_conv_bwd)
 
 
 class SimpleBaseline(nn.Module):
