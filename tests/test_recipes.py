@@ -180,10 +180,10 @@ def _untrained(name: str, variant: str, on_fixtures):
   return setup, variables
 
 
-# The training step compiles for these; see test_recipe_step_traces for the
-# others.
+# Every recipe, narrowed (TINY_MODELS, TINY_INPUTS), compiles and takes a step.
 STEPPED = [('hrnet_coco', ''), ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
-           ('hrnet_wflw', '')]
+           ('hrnet_wflw', ''), ('simple_baseline_coco', ''), ('hourglass_mpii', ''),
+           ('hourglass_facial_keypoints', '')]
 
 
 @pytest.mark.parametrize('name, variant', STEPPED)
@@ -202,43 +202,6 @@ def test_recipe_takes_a_training_step(name, variant, fixtures):
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
                        jax.device_get(state.params), initial)
   assert all(jax.tree.leaves(moved))
-
-
-@pytest.mark.parametrize('name', ['simple_baseline_coco', 'hourglass_mpii',
-                                  'hourglass_facial_keypoints'])
-def test_recipe_step_traces(name, fixtures):
-  # ResNet-50 cannot be made shallow, and hourglass steps compile slowly on a
-  # CPU; tests/test_train.py runs both families' steps. Tracing the recipe's
-  # step checks its shapes, codec and optimizer without compiling (the
-  # stride-1 hourglass of the faces recipe runs in its evaluation below).
-  import jax.numpy as jnp
-  from posejax import train
-  from posejax.data import pipeline
-  config = tiny(fixtures(load_config(name)), name)
-  setup = train.Setup(config)
-  tx, _ = train.make_optimizer(config.optim, config.train.num_steps)
-
-  def init():
-    variables = setup.model.init(jax.random.key(0),
-                                 jnp.zeros((1, *config.input.size, 3)))
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                            batch_stats=variables['batch_stats'],
-                            opt_state=tx.init(variables['params']))
-
-  state = jax.eval_shape(init)
-  batch = next(pipeline.train_dataset(setup.builder, config).as_numpy_iterator())
-  new_state, metrics = jax.eval_shape(
-      functools.partial(train.train_step, model=setup.model, codec=setup.codec, tx=tx),
-      state, batch)
-  assert metrics['loss'].shape == ()
-  shapes = lambda tree: jax.tree.map(lambda x: x.shape, tree)
-  assert shapes(new_state.params) == shapes(state.params)
-  # The heatmaps of every stage match the codec's targets.
-  outputs = jax.eval_shape(lambda v, x: setup.model.apply(v, x, train=False),
-                           {'params': state.params, 'batch_stats': state.batch_stats},
-                           jnp.zeros((2, *config.input.size, 3)))
-  assert {o.shape for o in outputs} == {(2, *setup.codec.heatmap_size,
-                                         setup.spec.num_keypoints)}
 
 
 def _evaluate(setup, variables, workdir, **eval_overrides):
