@@ -26,19 +26,25 @@ mind when comparing:
   * The official networks start from ImageNet-pretrained HRNet weights;
     posejax has no ImageNet import, so this trains from scratch (the HRNet
     paper reports 73.4 AP for W32 256x192 without pretraining).
-  * The official checkpoints themselves evaluate with this config after
-    `python -m posejax.import_torch --config=configs/hrnet_coco.py
-    --checkpoint=pose_hrnet_w32_256x192.pth --workdir=DIR`.
+  * The official checkpoints themselves evaluate with the `official`
+    variant after `python -m posejax.import_torch
+    --config=configs/hrnet_coco.py:official
+    --checkpoint=pose_hrnet_w32_256x192.pth --workdir=DIR` (then
+    `python -m posejax.eval --config=configs/hrnet_coco.py:official
+    --workdir=DIR`; combine as e.g. `:w48,384x288,official`).
 
 Evaluation follows the official code: one crop per detection box (score >=
 eval.box_score_threshold), flip test, each person rescored by box score x
 mean keypoint score above 0.2, OKS-NMS at 0.9 per image, then pycocotools
 against every annotation. `eval.flip_shift` (the official TEST.SHIFT_HEATMAP)
-is off: it compensates the half-pixel offset of the official heatmap grid,
-which posejax's heatmaps do not have (posejax/codecs.py); shifting them would
-move the flipped half of every prediction one heatmap pixel (4 input pixels)
-to the right. With --config.eval.boxes=ground_truth the annotated boxes are
-used instead (the official USE_GT_BBOX).
+is off: it compensates the offset of the official heatmap grid, which
+posejax's heatmaps do not have (posejax/codecs.py); shifting them would move
+the flipped half of every prediction one heatmap pixel (4 input pixels) to the
+right. The `official` variant is for networks trained by the official code:
+it reads their heatmaps on their grid (`codec.grid='official'`, 1.5 input
+pixels from posejax's) and turns the shift on, as their evaluation does.
+With --config.eval.boxes=ground_truth the annotated boxes are used instead
+(the official USE_GT_BBOX).
 """
 
 from __future__ import annotations
@@ -54,13 +60,15 @@ DETECTIONS = 'person_detection_results/COCO_val2017_detections_AP_H_56_person.js
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Variants: '' (W32 256x192), 'w48', '384x288', or both as 'w48,384x288'."""
+  """Variants: '' (W32 256x192), 'w48', '384x288', 'official', comma-joined."""
   variants = set(filter(None, (arg or '').split(',')))
-  unknown = variants - {'w48', '384x288'}
+  unknown = variants - {'w48', '384x288', 'official'}
   if unknown:
     raise ValueError(f'Unknown variant(s) {sorted(unknown)} of '
-                     "configs/hrnet_coco.py; known: 'w48', '384x288'.")
+                     "configs/hrnet_coco.py; known: 'w48', '384x288', "
+                     "'official'.")
   w48, large = 'w48' in variants, '384x288' in variants
+  official = 'official' in variants
 
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -92,7 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Heatmaps 64x48 (96x72 at 384x288); sigma 2 (3) heatmap pixels.
   c.codec = ml_collections.ConfigDict(dict(
       name='heatmap', stride=4, sigma=3.0 if large else 2.0,
-      refine='quarter'))  # the official quarter-pixel step
+      refine='quarter',  # the official quarter-pixel step
+      grid='official' if official else 'centred'))
 
   c.model = ml_collections.ConfigDict(dict(
       name='hrnet', preset='w48' if w48 else 'w32', dtype='float32'))
@@ -133,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       box_score_threshold=0.0,  # TEST.IMAGE_THRE
       oks_nms_threshold=0.9,    # TEST.OKS_THRE
       flip_test=True,
-      flip_shift=False,         # see the docstring
+      flip_shift=official,      # see the docstring
       num_images_to_draw=32,
   ))
 

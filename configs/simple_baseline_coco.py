@@ -18,12 +18,13 @@ Hardware assumed: the official runs used 4 GPUs with 32 crops each, here one
 global batch of 128 over the mesh. Not measured with posejax yet. The
 official backbone starts from ImageNet-pretrained ResNet weights; posejax has
 no ImageNet import and trains from scratch, so expect less than the published
-AP. The official checkpoints evaluate with this config after
-`python -m posejax.import_torch`.
+AP. The official checkpoints evaluate with the `official` variant (e.g.
+`:r101,official`) after `python -m posejax.import_torch` with it.
 
 Evaluation is the official top-down protocol of configs/hrnet_coco.py
 (detections, rescoring, OKS-NMS at 0.9, pycocotools), with flip test; the
-official TEST.SHIFT_HEATMAP is off for the reason given there.
+official TEST.SHIFT_HEATMAP is off for the reason given there, and on in the
+`official` variant, which also reads the heatmaps on the official grid.
 """
 
 from __future__ import annotations
@@ -38,11 +39,19 @@ DETECTIONS = 'person_detection_results/COCO_val2017_detections_AP_H_56_person.js
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Variants: '' or 'r50' (ResNet-50), 'r101', 'r152'."""
-  preset = arg or 'r50'
-  if preset not in ('r50', 'r101', 'r152'):
+  """Variants: '' or 'r50' (ResNet-50), 'r101', 'r152'; and 'official'.
+
+  'official' (comma-joined, e.g. 'r101,official') reads the heatmaps of
+  networks trained by the official code (see configs/hrnet_coco.py).
+  """
+  variants = set(filter(None, (arg or '').split(',')))
+  depths = variants & {'r50', 'r101', 'r152'}
+  unknown = variants - {'r50', 'r101', 'r152', 'official'}
+  if unknown or len(depths) > 1:
     raise ValueError(f'Unknown variant {arg!r} of configs/simple_baseline_coco.py; '
-                     "known: 'r50', 'r101', 'r152'.")
+                     "known: one of 'r50', 'r101', 'r152', and 'official'.")
+  preset = depths.pop() if depths else 'r50'
+  official = 'official' in variants
 
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -71,7 +80,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   c.codec = ml_collections.ConfigDict(dict(
-      name='heatmap', stride=4, sigma=2.0, refine='quarter'))  # 64x48 maps
+      name='heatmap', stride=4, sigma=2.0, refine='quarter',  # 64x48 maps
+      grid='official' if official else 'centred'))
 
   # Three 4x4 deconvolutions of 256 channels, 1x1 final conv.
   c.model = ml_collections.ConfigDict(dict(
@@ -110,7 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       box_score_threshold=0.0,
       oks_nms_threshold=0.9,
       flip_test=True,
-      flip_shift=False,  # see configs/hrnet_coco.py
+      flip_shift=official,  # see configs/hrnet_coco.py
       num_images_to_draw=32,
   ))
 

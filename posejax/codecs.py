@@ -15,6 +15,20 @@ flipped-back maps land 0.75 pixel left of the plain ones. It is an option
 (`config.eval.flip_shift`) for comparing with that code, not a correction that
 maps trained here need.
 
+Networks trained by that code (imported with `posejax.import_torch`) put their
+peaks on its grid; `HeatmapCodec(grid='official')` reads and renders maps on
+it:
+
+    x_heatmap = x_input / s                  (grid='official')
+
+(s - 1) / 2 input pixels (1.5 at stride 4) from the centred grid. Only the
+network's heatmap-to-crop relation changes: the crop itself stays posejax's,
+and its inverse maps the keypoints back to the image. Decoding an official
+network on the centred grid would move every keypoint 1.5 input pixels right
+and down; with grid='official', flip test needs `eval.flip_shift` as in the
+official code (its one-pixel shift leaves 0.25 heatmap pixel of the 0.75 it
+corrects).
+
 Everything here is pure jnp and runs inside the jitted train/predict steps: the
 host ships coordinates, never maps.
 """
@@ -28,12 +42,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def input_to_heatmap(xy: jax.Array, stride: int) -> jax.Array:
-  return (xy + 0.5) / stride - 0.5
+GRIDS = ('centred', 'official')
 
 
-def heatmap_to_input(xy: jax.Array, stride: int) -> jax.Array:
-  return (xy + 0.5) * stride - 0.5
+def _grid_offset(stride: int, grid: str) -> float:
+  """Input position of heatmap pixel 0's centre."""
+  if grid not in GRIDS:
+    raise ValueError(f'codec.grid must be one of {GRIDS}, got {grid!r}.')
+  return (stride - 1) / 2 if grid == 'centred' else 0.0
+
+
+def input_to_heatmap(xy: jax.Array, stride: int, grid: str = 'centred') -> jax.Array:
+  return (xy - _grid_offset(stride, grid)) / stride
+
+
+def heatmap_to_input(xy: jax.Array, stride: int, grid: str = 'centred') -> jax.Array:
+  return xy * stride + _grid_offset(stride, grid)
 
 
 def render_heatmaps(
@@ -42,6 +66,7 @@ def render_heatmaps(
     heatmap_size: tuple[int, int],
     stride: int,
     sigma: float,
+    grid: str = 'centred',
 ) -> tuple[jax.Array, jax.Array]:
   """Renders one unnormalised Gaussian (peak 1) per keypoint.
 
@@ -51,6 +76,7 @@ def render_heatmaps(
     heatmap_size: (height, width) of the maps.
     stride: input pixels per heatmap pixel.
     sigma: Gaussian standard deviation in heatmap pixels.
+    grid: 'centred' (posejax) or 'official' (see the module docstring).
 
   Returns:
     heatmaps (..., H, W, K) float32 and target weights (..., K) float32. A joint
@@ -58,7 +84,7 @@ def render_heatmaps(
     peak could not be decoded); its map is then all zeros.
   """
   height, width = heatmap_size
-  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride)
+  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride, grid)
   cx, cy = centre[..., 0], centre[..., 1]
   on_map = (cx >= -0.5) & (cx < width - 0.5) & (cy >= -0.5) & (cy < height - 0.5)
   weight = ((visibility > 0) & on_map).astype(jnp.float32)
@@ -75,7 +101,7 @@ def render_heatmaps(
 
 def decode_heatmaps(
     heatmaps: jax.Array, stride: int, refine: str = 'quarter',
-    sigma: float = 2.0) -> tuple[jax.Array, jax.Array]:
+    sigma: float = 2.0, grid: str = 'centred') -> tuple[jax.Array, jax.Array]:
   """Argmax with sub-pixel refinement.
 
   Args:
@@ -84,6 +110,7 @@ def decode_heatmaps(
     refine: 'quarter', a quarter-pixel step toward the higher neighbour (as
       in HRNet and SimpleBaselines), or 'dark', see `refine_dark`.
     sigma: target Gaussian's sigma, used by 'dark'.
+    grid: 'centred' (posejax) or 'official' (see the module docstring).
 
   Returns:
     keypoints (..., K, 2) float32 in input pixels, and scores (..., K), the
@@ -103,7 +130,7 @@ def decode_heatmaps(
 
   if refine == 'dark':
     xy = refine_dark(heatmaps, jnp.stack([x, y], -1).astype(jnp.float32), sigma)
-    return heatmap_to_input(xy, stride), score
+    return heatmap_to_input(xy, stride, grid), score
   if refine != 'quarter':
     raise ValueError(f"codec.refine must be 'quarter' or 'dark', got {refine!r}.")
   dx = value_at(x + 1, y) - value_at(x - 1, y)
@@ -113,7 +140,7 @@ def decode_heatmaps(
   dx = jnp.where((x > 0) & (x < width - 1), dx, 0.0)
   dy = jnp.where((y > 0) & (y < height - 1), dy, 0.0)
   xy = jnp.stack([x + 0.25 * jnp.sign(dx), y + 0.25 * jnp.sign(dy)], axis=-1)
-  return heatmap_to_input(xy.astype(jnp.float32), stride), score
+  return heatmap_to_input(xy.astype(jnp.float32), stride, grid), score
 
 
 def refine_dark(heatmaps: jax.Array, keypoints_hm: jax.Array,
@@ -201,8 +228,10 @@ class HeatmapCodec:
   stride: int = 4
   sigma: float = 2.0
   refine: str = 'quarter'  # sub-pixel decoding: 'quarter' or 'dark'
+  grid: str = 'centred'  # 'official' for networks trained by the official code
 
   def __post_init__(self):
+    _grid_offset(self.stride, self.grid)  # validates grid
     h, w = self.input_size
     if h % self.stride or w % self.stride:
       raise ValueError(
@@ -215,10 +244,12 @@ class HeatmapCodec:
 
   def encode(self, keypoints, visibility):
     return render_heatmaps(
-        keypoints, visibility, self.heatmap_size, self.stride, self.sigma)
+        keypoints, visibility, self.heatmap_size, self.stride, self.sigma,
+        self.grid)
 
   def decode(self, heatmaps):
-    return decode_heatmaps(heatmaps, self.stride, self.refine, self.sigma)
+    return decode_heatmaps(heatmaps, self.stride, self.refine, self.sigma,
+                           self.grid)
 
 
 def codec_from_config(config) -> HeatmapCodec:
@@ -229,4 +260,5 @@ def codec_from_config(config) -> HeatmapCodec:
       input_size=tuple(config.input.size),
       stride=config.codec.stride,
       sigma=config.codec.sigma,
-      refine=config.codec.get('refine', 'quarter'))
+      refine=config.codec.get('refine', 'quarter'),
+      grid=config.codec.get('grid', 'centred'))

@@ -1,16 +1,19 @@
 r"""Official PyTorch checkpoints -> a posejax run directory.
 
   pip install -e '.[torch]'
-  python -m posejax.import_torch --config=configs/hrnet_coco.py \
+  python -m posejax.import_torch --config=configs/hrnet_coco.py:official \
       --checkpoint=pose_hrnet_w32_256x192.pth --workdir=runs/hrnet_w32_official
 
 writes the converted weights as the step-0 Orbax checkpoint of `--workdir`
 (with a fresh optimizer state for the config's optimizer). Then
 
-  python -m posejax.eval --config=configs/hrnet_coco.py --workdir=runs/hrnet_w32_official
+  python -m posejax.eval --config=configs/hrnet_coco.py:official --workdir=runs/hrnet_w32_official
 
 evaluates them, and `python -m posejax.main` with the same config and workdir
-fine-tunes from them (it resumes from the latest checkpoint, step 0).
+fine-tunes from them (it resumes from the latest checkpoint, step 0). The
+`official` variant of the COCO recipes reads and renders heatmaps on the
+official code's grid (`codecs`, grid='official') and shifts flipped maps as
+its evaluation does; HRNet and SimpleBaselines checkpoints need it.
 
 Supported layouts: the official deep-high-resolution-net.pytorch HRNet,
 microsoft/human-pose-estimation.pytorch SimpleBaselines and
@@ -37,6 +40,11 @@ from posejax.models import hourglass
 from posejax.models import hrnet
 from posejax.models import simple_baseline
 from posejax.models import summary
+
+# Families whose official code renders its targets on the official heatmap
+# grid (`codecs`, grid='official'): deep-high-resolution-net.pytorch and
+# human-pose-estimation.pytorch.
+OFFICIAL_GRID_MODELS = ('hrnet', 'simple_baseline')
 
 # Wrappers that prefix every key: nn.DataParallel ('module.') and the
 # princeton-vl trainer ('model.module.').
@@ -220,6 +228,15 @@ def main(argv):
   except (ValueError, FileExistsError, FileNotFoundError) as e:
     raise SystemExit(f'posejax: {e}') from None
   print(f'Wrote the step-0 checkpoint to {path}.')
+  config = values.config
+  if (config.model.name in OFFICIAL_GRID_MODELS
+      and config.codec.get('grid', 'centred') != 'official'):
+    print('Note: networks trained by the official code put heatmap pixel j on '
+          'input pixel 4j (posejax: 4j + 1.5). Evaluate and fine-tune them '
+          "with the recipes' `official` variant (e.g. "
+          '--config=configs/hrnet_coco.py:official), or set '
+          '--config.codec.grid=official --config.eval.flip_shift=True; '
+          'otherwise every keypoint lands 1.5 input pixels right and down.')
 
 
 if __name__ == '__main__':

@@ -32,5 +32,13 @@ def multi_stage_loss(
     raise ValueError(
         f'loss.stage_weights has {len(stage_weights)} entries but the model '
         f'returns {len(outputs)} stages.')
+  for o in outputs:
+    # Checked while tracing, before anything is compiled.
+    if o.shape[1:3] != target.shape[1:3]:
+      raise ValueError(
+          f'The network returns {o.shape[1]}x{o.shape[2]} heatmaps but the '
+          f'codec renders {target.shape[1]}x{target.shape[2]} targets (input '
+          'size / codec.stride): set codec.stride to the network\'s output '
+          'stride (e.g. model.stride for HRNet and the hourglass).')
   return sum(w * heatmap_mse(o, target, weight)
              for w, o in zip(stage_weights, outputs))

@@ -119,3 +119,46 @@ def test_flip_test_is_exact_here_and_the_shift_moves_it_one_heatmap_pixel():
   assert np.all((dx[..., 0] > 1.0) & (dx[..., 0] < 3.0)), dx[..., 0]
   assert abs(dx[..., 0].mean() - 2.0) < 0.3
   np.testing.assert_allclose(dx[..., 1], 0.0, atol=1e-3)
+
+
+def test_official_grid_puts_heatmap_pixel_j_on_input_pixel_stride_j():
+  # The official code's target for a joint at input x is centred on heatmap
+  # pixel x / 4 (rounded there); on the centred grid the same pixel is
+  # input 4 j + 1.5.
+  keypoints = jnp.array([[[4 * 5.0, 4 * 3.0]]])
+  official, _ = codecs.render_heatmaps(keypoints, jnp.array([[2]]), (8, 10), 4,
+                                       1.5, grid='official')
+  assert np.unravel_index(np.argmax(official[0, :, :, 0]), (8, 10)) == (3, 5)
+  assert official[0, 3, 5, 0] == pytest.approx(1.0)
+  for grid, expected in (('official', [20.0, 12.0]), ('centred', [21.5, 13.5])):
+    decoded, _ = codecs.decode_heatmaps(official, 4, 'quarter', grid=grid)
+    np.testing.assert_allclose(decoded[0, 0], expected, atol=1e-5)
+
+
+def test_official_grid_round_trip_and_the_official_flip_shift():
+  spec = keypoints_lib.COCO
+  # Maps large enough that DARK's zero-padded blur (radius 3 sigma) does
+  # not reach the peaks.
+  codec = codecs.HeatmapCodec(input_size=(256, 192), stride=4, sigma=2.0,
+                              refine='dark', grid='official')
+  rng = np.random.default_rng(4)
+  keypoints = jnp.asarray(rng.uniform([40, 40], [150, 210], (4, 17, 2)), jnp.float32)
+  visibility = jnp.full((4, 17), 2)
+  plain, _ = codec.encode(keypoints, visibility)
+  decoded, _ = codec.decode(plain)
+  np.testing.assert_allclose(decoded, keypoints, atol=0.05)
+  # The mirrored crop's maps, flipped back, land 0.75 heatmap pixel (3 input
+  # pixels) left on this grid; the official one-pixel shift leaves 1 input
+  # pixel to the right.
+  fk, fv = codecs.flip_keypoints(keypoints, visibility, 192, spec.flip_index)
+  back = codecs.flip_heatmaps(codec.encode(fk, fv)[0], spec.flip_index)
+  unshifted, _ = codec.decode(back)
+  np.testing.assert_allclose(unshifted[..., 0] - keypoints[..., 0], -3.0, atol=0.1)
+  shifted, _ = codec.decode(codecs.shift_heatmaps_right(back))
+  np.testing.assert_allclose(shifted[..., 0] - keypoints[..., 0], 1.0, atol=0.1)
+  np.testing.assert_allclose(shifted[..., 1], keypoints[..., 1], atol=0.05)
+
+
+def test_unknown_grid_is_a_clear_error():
+  with pytest.raises(ValueError, match='codec.grid'):
+    codecs.HeatmapCodec(input_size=(64, 48), grid='corner')

@@ -138,6 +138,18 @@ def test_recipe_variants_are_the_published_settings():
   assert load_config('cpm_fashionai', 'all').dataset.config == 'all'
   with pytest.raises(ValueError, match='w64'):
     load_config('hrnet_coco', 'w64')
+  # Trained here: centred heatmap grid, no flip shift. Official checkpoints:
+  # their grid and their shift, with any other variant.
+  assert (w32.codec.grid, w32.eval.flip_shift) == ('centred', False)
+  official = load_config('hrnet_coco', 'w48,official')
+  assert (official.model.preset, official.codec.grid, official.eval.flip_shift) == (
+      'w48', 'official', True)
+  sb_official = load_config('simple_baseline_coco', 'r101,official')
+  assert (sb_official.model.preset, sb_official.codec.grid,
+          sb_official.eval.flip_shift) == ('r101', 'official', True)
+  assert (sb.model.preset, sb.codec.grid, sb.eval.flip_shift) == ('r50', 'centred', False)
+  with pytest.raises(ValueError, match='r101'):
+    load_config('simple_baseline_coco', 'r50,r101')
 
 
 # ---------------------------------------------------------- tiny, compiled

@@ -1,0 +1,30 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posejax import losses
+
+
+def test_masked_mse_ignores_joints_of_weight_zero():
+  target = jnp.zeros((1, 4, 3, 2))
+  pred = target.at[0, 1, 1, 0].set(2.0).at[0, 2, 2, 1].set(5.0)
+  # Joint 1 is masked: only joint 0's error counts, halved and averaged
+  # over all 4 * 3 * 2 values.
+  loss = losses.heatmap_mse(pred, target, jnp.array([[1.0, 0.0]]))
+  assert float(loss) == pytest.approx(0.5 * 4.0 / 24)
+
+
+def test_every_stage_is_supervised_with_its_weight():
+  target = jnp.zeros((1, 2, 2, 1))
+  weight = jnp.ones((1, 1))
+  stages = [jnp.ones((1, 2, 2, 1)), 2 * jnp.ones((1, 2, 2, 1))]
+  loss = losses.multi_stage_loss(stages, target, weight, stage_weights=(1.0, 0.5))
+  np.testing.assert_allclose(float(loss), 0.5 * 1 + 0.5 * 0.5 * 4)
+  with pytest.raises(ValueError, match='2 stages'):
+    losses.multi_stage_loss(stages, target, weight, stage_weights=(1.0,))
+
+
+def test_heatmaps_of_another_stride_are_a_clear_error():
+  with pytest.raises(ValueError, match='codec.stride'):
+    losses.multi_stage_loss([jnp.zeros((1, 8, 6, 3))], jnp.zeros((1, 16, 12, 3)),
+                            jnp.ones((1, 3)))
