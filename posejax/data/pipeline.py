@@ -233,7 +233,13 @@ def _records(builder, split: str):
 def _options():
   options = tf.data.Options()
   options.deterministic = True
-  options.autotune.enabled = True
+  # No autotuning: `AUTOTUNE` parallelism then means one call per core, which
+  # is what a CPU-bound crop pipeline wants anyway. The autotuner's model
+  # thread re-optimises this pipeline's model every so often, at up to two
+  # cores for tens of seconds per pass on the quickstart, taken from the train
+  # step; and an iterator waits for its pass in flight to finish before it
+  # can be destroyed (seen as a 50 s pause after the final eval).
+  options.autotune.enabled = False
   return options
 
 
