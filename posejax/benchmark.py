@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import posejax
 from posejax import codecs
 from posejax import models
 from posejax import predict
@@ -276,5 +277,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  posejax.restart_with_huge_pages()  # See its docstring: CPU step time.
   define_flags()
   app.run(main)

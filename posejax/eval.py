@@ -39,6 +39,7 @@ from ml_collections import config_flags
 import numpy as np
 import orbax.checkpoint as ocp
 
+import posejax
 from posejax import config_lib
 from posejax import keypoints as keypoints_lib
 from posejax import predict
@@ -300,6 +301,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  posejax.restart_with_huge_pages()  # See its docstring: CPU step time.
   # Flags are defined only when run as a program, so that the training loop
   # can import `evaluate` next to main.py's own --config flag.
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.')

@@ -6,6 +6,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+import posejax
 from posejax import config_lib
 from posejax import train
 
@@ -25,5 +26,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  posejax.restart_with_huge_pages()  # See its docstring: CPU step time.
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main, flags_parser=config_lib.parse_flags)

@@ -1,5 +1,6 @@
-"""The XLA:CPU settings of `import posejax` and the activation barriers."""
+"""posejax's CPU settings (XLA flags, huge pages) and activation barriers."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,11 +9,12 @@ import textwrap
 import numpy as np
 
 
-def _run(code: str, **env) -> str:
+def _run(code: str, *args: str, **env) -> str:
   environ = {k: v for k, v in os.environ.items()
-             if k not in ('XLA_FLAGS', 'POSEJAX_KEEP_XLA_FLAGS')}
+             if k not in ('XLA_FLAGS', 'POSEJAX_KEEP_XLA_FLAGS',
+                          'GLIBC_TUNABLES', 'POSEJAX_KEEP_MALLOC')}
   environ.update(env)
-  return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+  return subprocess.run([sys.executable, '-c', textwrap.dedent(code), *args],
                         env=environ, check=True, capture_output=True,
                         text=True).stdout
 
@@ -28,6 +30,35 @@ def test_import_sets_both_cpu_flags_and_respects_the_users():
   assert not any('cse_barrier_expander' in f for f in flags)
   assert any('ynn_fusion_type' in f for f in flags)
   assert _run(code, POSEJAX_KEEP_XLA_FLAGS='1').strip() == ''
+
+
+def test_programs_restart_with_huge_pages_where_they_help():
+  import posejax
+  code = """
+      import json, os, sys, posejax
+      print(json.dumps(['start', os.getpid()]), flush=True)
+      posejax.restart_with_huge_pages()
+      print(json.dumps(['run', os.getpid(), os.environ.get('GLIBC_TUNABLES'),
+                        sys.argv[1:]]))
+  """
+
+  def run(**env):
+    lines = [json.loads(l) for l in _run(code, 'a', '--b=1', **env).splitlines()]
+    *starts, (_, pid, tunables, args) = lines
+    # Started once, or twice in the same process (exec keeps the pid).
+    assert len(starts) in (1, 2) and all(s == ['start', pid] for s in starts)
+    assert args == ['a', '--b=1']  # The command line survives a restart.
+    return len(starts) == 2, tunables
+
+  helps = posejax._huge_pages_would_help()  # Linux, glibc, THP `madvise`.
+  assert run() == ((True, 'glibc.malloc.hugetlb=1') if helps else (False, None))
+  other = 'glibc.malloc.arena_max=4'
+  assert run(GLIBC_TUNABLES=other) == (
+      (True, other + ':glibc.malloc.hugetlb=1') if helps else (False, other))
+  # The user's own choice, or an opt-out, is left alone.
+  assert run(GLIBC_TUNABLES='glibc.malloc.hugetlb=0') == (
+      False, 'glibc.malloc.hugetlb=0')
+  assert run(POSEJAX_KEEP_MALLOC='1') == (False, None)
 
 
 def test_barriers_survive_to_the_compiled_train_graph():
