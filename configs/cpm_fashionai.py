@@ -32,6 +32,10 @@ dress points would need a second keypoint layout for the same records; the 9
 extra channels cost one 1x1 convolution's outputs per stage.
 
 Hardware assumed: one GPU with 16 GB or more; not measured with posejax yet.
+
+`smoke` (e.g. `:all,smoke`) runs the recipe's whole path quickly: the same
+structure at a few channels, a 32x32 input, batches of 2, a few steps with
+early stopping every 2 (config_lib.smoke); its metrics mean nothing.
 """
 
 from __future__ import annotations
@@ -40,78 +44,52 @@ import os
 
 import ml_collections
 
+from posejax import config_lib
+
+CATEGORIES = ('dress', 'all')
+SMOKE_INPUT = (32, 32)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Variants: '' (dress) or 'all' (the five categories)."""
-  if arg not in (None, '', 'dress', 'all'):
-    raise ValueError(f"Unknown variant {arg!r} of configs/cpm_fashionai.py; "
-                     "known: 'dress', 'all'.")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  """Variants: 'dress' (default) or 'all' (the five categories); 'smoke'."""
+  variants = config_lib.parse_variants(
+      arg, 'configs/cpm_fashionai.py', (*CATEGORIES, 'smoke'),
+      exclusive=[CATEGORIES])
+  c = config_lib.base_config()
 
-  c.dataset = ml_collections.ConfigDict(dict(
+  c.dataset.update(
       name='fashionai_keypoints',
-      config=arg or 'dress',
-      data_dir=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'),
+      config=config_lib.choose(variants, CATEGORIES, 'dress'),
       manual_dir=os.environ.get('FASHIONAI_DIR', ''),
-      keypoints='fashionai',
-      train_split='train',
-      eval_split='validation',
-  ))
+  )
 
-  c.input = ml_collections.ConfigDict(dict(
+  c.input.update(
       size=(256, 256),
       # The box is the whole image (one garment an image, no box given at
       # test time): no padding beyond it.
       padding=1.0,
-      scale_factor=0.25,
-      rotation_factor=15.0,
-      rotation_prob=0.6,
-      flip=True,
-      half_body_prob=0.0,
-      half_body_min_keypoints=8,
-      shuffle_buffer=16384,
-      prefetch=2,
-  ))
+  )
 
-  c.codec = ml_collections.ConfigDict(dict(
-      name='heatmap', stride=8, sigma=1.5, refine='dark'))  # 32x32 maps
+  c.codec.update(stride=8, sigma=1.5, refine='dark')  # 32x32 maps
 
-  c.model = ml_collections.ConfigDict(dict(
-      name='cpm', preset='cpm6', dtype='float32'))
+  # Every stage supervised.
+  c.model.update(name='cpm', preset='cpm6')
 
-  c.loss = ml_collections.ConfigDict(dict(name='mse'))  # every stage supervised
-
-  c.optim = ml_collections.ConfigDict(dict(
+  c.optim.update(
       learning_rate=5e-4,
       warmup_steps=500,
-      schedule='step',
       decay_steps=(),  # constant: early stopping decides the length
-      decay_factor=0.1,
-      weight_decay=0.0,
-      grad_clip_norm=0.0,
-  ))
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
+  c.train.update(
       global_batch_size=32,
       num_steps=100_000,  # a cap
-      log_every_steps=100,
-      checkpoint_every_steps=1_000,
-      keep_checkpoints=2,
       eval_every_steps=0,  # NE once, on the kept state
       early_stopping=dict(every_steps=1_000, patience=10),
-  ))
+  )
 
-  c.eval = ml_collections.ConfigDict(dict(
-      batch_size=64,
-      metric='fashionai_ne',
-      boxes='ground_truth',
-      box_score_threshold=0.0,
-      oks_nms_threshold=0.9,
-      flip_test=True,
-      flip_shift=False,
-      num_images_to_draw=32,
-  ))
+  c.eval.update(metric='fashionai_ne')
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1))
+  if 'smoke' in variants:
+    config_lib.smoke(c, SMOKE_INPUT)
   return c

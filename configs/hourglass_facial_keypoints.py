@@ -25,6 +25,10 @@ the about 6,340 training faces.
 
 Hardware assumed: one GPU (a few GB); the full-resolution hourglass is slow
 on a CPU. Not measured with posejax yet.
+
+`smoke` runs the recipe's whole path quickly: the same structure at a few
+channels, a 16x16 input, batches of 2, a few steps (config_lib.smoke); its
+metrics mean nothing.
 """
 
 from __future__ import annotations
@@ -33,79 +37,56 @@ import os
 
 import ml_collections
 
+from posejax import config_lib
+
 # training.csv has 7,049 rows; the validation hold-out takes about 10%.
 TRAIN_FACES = 6_340
+SMOKE_INPUT = (16, 16)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg:
-    raise ValueError(f'configs/hourglass_facial_keypoints.py has no variant {arg!r}.')
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  """Variants: 'smoke'."""
+  variants = config_lib.parse_variants(
+      arg, 'configs/hourglass_facial_keypoints.py', ('smoke',))
+  c = config_lib.base_config()
 
-  c.dataset = ml_collections.ConfigDict(dict(
+  c.dataset.update(
       name='kaggle_facial_keypoints',
-      config='default',
-      data_dir=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'),
       manual_dir=os.environ.get('KAGGLE_FACES_DIR', ''),
-      keypoints='kaggle_faces',
-      train_split='train',
-      eval_split='validation',
-  ))
+  )
 
-  c.input = ml_collections.ConfigDict(dict(
+  c.input.update(
       size=(96, 96),
       padding=1.0,  # the box is the whole 96x96 face crop
       scale_factor=0.1,
       rotation_factor=10.0,
       rotation_prob=0.5,
-      flip=True,
-      half_body_prob=0.0,
-      half_body_min_keypoints=8,
       shuffle_buffer=8192,
-      prefetch=2,
-  ))
+  )
 
-  c.codec = ml_collections.ConfigDict(dict(
-      name='heatmap', stride=1, sigma=2.0, refine='dark'))  # 96x96 maps
+  c.codec.update(stride=1, sigma=2.0, refine='dark')  # 96x96 maps
 
-  c.model = ml_collections.ConfigDict(dict(
-      name='hourglass', dtype='float32', num_stacks=1, features=256, depth=4,
-      stride=1))
-
-  c.loss = ml_collections.ConfigDict(dict(name='mse'))  # masked by visibility
+  # Masked by visibility: rows label only some of the points.
+  c.model.update(name='hourglass', num_stacks=1, features=256, depth=4,
+                 stride=1)
 
   batch = 32
-  num_steps = 100 * -(-TRAIN_FACES // batch)  # 100 epochs: 19,900 steps
-  c.optim = ml_collections.ConfigDict(dict(
+  c.optim.update(
       learning_rate=1e-3,
       warmup_steps=200,
       schedule='cosine',
-      decay_steps=(),
-      decay_factor=0.1,
-      weight_decay=0.0,
-      grad_clip_norm=0.0,
-  ))
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
+  c.train.update(
       global_batch_size=batch,
-      num_steps=num_steps,
-      log_every_steps=100,
+      # 100 epochs: 19,900 steps.
+      num_steps=config_lib.steps_for_epochs(100, TRAIN_FACES, batch),
       checkpoint_every_steps=2_000,
-      keep_checkpoints=2,
       eval_every_steps=5_000,
-  ))
+  )
 
-  c.eval = ml_collections.ConfigDict(dict(
-      batch_size=64,
-      metric='rmse',
-      boxes='ground_truth',
-      box_score_threshold=0.0,
-      oks_nms_threshold=0.9,
-      flip_test=True,
-      flip_shift=False,
-      num_images_to_draw=32,
-  ))
+  c.eval.update(metric='rmse')
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1))
+  if 'smoke' in variants:
+    config_lib.smoke(c, SMOKE_INPUT)
   return c

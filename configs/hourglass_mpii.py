@@ -34,6 +34,11 @@ are masked (target weight 0).
 
 Hardware assumed: one GPU with 16 GB or more (the official model trained on
 one or a few GPUs at batch 16); not measured with posejax yet.
+
+Variants: `:hg2` (2 stacks: 0.883 in the same README); `smoke` (e.g.
+`:hg2,smoke`) runs the recipe's whole path quickly: the same structure at a
+few channels, a 32x32 input, batches of 2, a few steps (config_lib.smoke);
+its metrics mean nothing.
 """
 
 from __future__ import annotations
@@ -42,77 +47,53 @@ import os
 
 import ml_collections
 
+from posejax import config_lib
+
+STACKS = ('hg8', 'hg2')
+SMOKE_INPUT = (32, 32)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Variants: '' (8 stacks) or 'hg2' (2 stacks: 0.883 in the same README)."""
-  if arg not in (None, '', 'hg8', 'hg2'):
-    raise ValueError(f"Unknown variant {arg!r} of configs/hourglass_mpii.py; "
-                     "known: 'hg8', 'hg2'.")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  """Variants: 'hg8' (default) or 'hg2' (2 stacks); 'smoke'."""
+  variants = config_lib.parse_variants(
+      arg, 'configs/hourglass_mpii.py', (*STACKS, 'smoke'), exclusive=[STACKS])
+  c = config_lib.base_config()
 
-  c.dataset = ml_collections.ConfigDict(dict(
+  c.dataset.update(
       name='mpii_human_pose',
-      config='default',
-      data_dir=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'),
       manual_dir=os.environ.get('MPII_DIR', ''),
-      keypoints='mpii',
-      train_split='train',
-      eval_split='validation',
-  ))
+  )
 
-  c.input = ml_collections.ConfigDict(dict(
+  c.input.update(
       size=(256, 256),
       # The records' box is the square of side scale * 200; 1.25 enlarges it
       # as the HRNet and pose-hg-train loaders do.
       padding=1.25,
-      scale_factor=0.25,
       rotation_factor=15.0,  # clipped at +-30 degrees
       rotation_prob=1.0,
-      flip=True,
-      half_body_prob=0.0,
-      half_body_min_keypoints=8,
-      shuffle_buffer=16384,
-      prefetch=2,
-  ))
+  )
 
-  c.codec = ml_collections.ConfigDict(dict(
-      name='heatmap', stride=4, sigma=1.0, refine='quarter'))  # 64x64 maps
+  c.codec.update(sigma=1.0)  # 64x64 maps
 
-  c.model = ml_collections.ConfigDict(dict(
-      name='hourglass', preset=arg or 'hg8', dtype='float32'))
+  # Every stack supervised.
+  c.model.update(name='hourglass',
+                 preset=config_lib.choose(variants, STACKS, 'hg8'))
 
-  c.loss = ml_collections.ConfigDict(dict(name='mse'))  # every stack supervised
-
-  c.optim = ml_collections.ConfigDict(dict(
+  c.optim.update(
       learning_rate=1e-3,
-      warmup_steps=0,
-      schedule='step',
       decay_steps=(100_000,),
       decay_factor=0.2,  # 1e-3 -> 2e-4
-      weight_decay=0.0,
-      grad_clip_norm=0.0,
-  ))
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
+  c.train.update(
       global_batch_size=16,
       num_steps=200_000,
-      log_every_steps=100,
       checkpoint_every_steps=5_000,
-      keep_checkpoints=2,
       eval_every_steps=20_000,
-  ))
+  )
 
-  c.eval = ml_collections.ConfigDict(dict(
-      batch_size=64,
-      metric='pckh',
-      boxes='ground_truth',
-      box_score_threshold=0.0,
-      oks_nms_threshold=0.9,
-      flip_test=True,
-      flip_shift=False,
-      num_images_to_draw=32,
-  ))
+  c.eval.update(metric='pckh')
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1))
+  if 'smoke' in variants:
+    config_lib.smoke(c, SMOKE_INPUT)
   return c

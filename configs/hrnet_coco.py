@@ -18,6 +18,10 @@ val2017 with those detections, flip test; Sun et al., CVPR 2019, Table 1):
   :384x288                 HRNet-W32    384x288  75.8
   :w48,384x288             HRNet-W48    384x288  76.3
 
+`smoke` (e.g. `:w48,smoke`) runs the recipe's whole path quickly: the same
+structure at a few channels, a 64x48 input, batches of 2, a few steps
+(config_lib.smoke); its metrics mean nothing.
+
 Hardware assumed: the official runs used 4 GPUs with 32 crops each (24 for
 W48 at 384x288); here that is one global batch over the mesh, e.g. one
 80 GB GPU or a host with several (bf16: --config.model.dtype=bfloat16). Not
@@ -53,98 +57,73 @@ import os
 
 import ml_collections
 
-# COCO train2017 person instances with num_keypoints > 0: the training set of
-# the official code (and of the pipeline's filter).
-TRAIN_INSTANCES = 149_813
+from posejax import config_lib
+
 DETECTIONS = 'person_detection_results/COCO_val2017_detections_AP_H_56_person.json'
+SMOKE_INPUT = (64, 48)  # (height, width)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Variants: '' (W32 256x192), 'w48', '384x288', 'official', comma-joined."""
-  variants = set(filter(None, (arg or '').split(',')))
-  unknown = variants - {'w48', '384x288', 'official'}
-  if unknown:
-    raise ValueError(f'Unknown variant(s) {sorted(unknown)} of '
-                     "configs/hrnet_coco.py; known: 'w48', '384x288', "
-                     "'official'.")
+  """Variants: '' (W32 256x192), 'w48', '384x288', 'official', 'smoke'."""
+  variants = config_lib.parse_variants(
+      arg, 'configs/hrnet_coco.py', ('w48', '384x288', 'official', 'smoke'))
   w48, large = 'w48' in variants, '384x288' in variants
   official = 'official' in variants
+  c = config_lib.base_config()
 
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.dataset = ml_collections.ConfigDict(dict(
+  c.dataset.update(
       name='coco_keypoints',
       config='2017',
-      data_dir=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'),
-      # Needed once, to build the records.
       manual_dir=os.environ.get('COCO_DIR', ''),
-      keypoints='coco',
-      train_split='train',
-      eval_split='validation',
-  ))
+  )
 
-  c.input = ml_collections.ConfigDict(dict(
+  c.input.update(
       size=(384, 288) if large else (256, 192),  # (height, width)
-      padding=1.25,
       scale_factor=0.35,
       rotation_factor=45.0,
       rotation_prob=0.6,  # the official loader rotates 60% of the crops
-      flip=True,
       half_body_prob=0.3,
-      half_body_min_keypoints=8,
-      shuffle_buffer=16384,
-      prefetch=2,
-  ))
+  )
 
   # Heatmaps 64x48 (96x72 at 384x288); sigma 2 (3) heatmap pixels.
-  c.codec = ml_collections.ConfigDict(dict(
-      name='heatmap', stride=4, sigma=3.0 if large else 2.0,
+  c.codec.update(
+      sigma=3.0 if large else 2.0,
       refine='quarter',  # the official quarter-pixel step
-      grid='official' if official else 'centred'))
+      grid='official' if official else 'centred')
 
-  c.model = ml_collections.ConfigDict(dict(
-      name='hrnet', preset='w48' if w48 else 'w32', dtype='float32'))
-
-  c.loss = ml_collections.ConfigDict(dict(name='mse'))  # with target weights
+  c.model.update(name='hrnet', preset='w48' if w48 else 'w32')
 
   # 210 epochs, x0.1 at epochs 170 and 200, counted in steps of the global
-  # batch. The official loader keeps the last short batch of an epoch, so an
-  # epoch is ceil(149,813 / 128) = 1,171 steps (1,561 at batch 96):
-  # 245,910 steps with decays at 199,070 and 234,200 for batch 128.
+  # batch: an epoch is ceil(149,813 / 128) = 1,171 steps (1,561 at batch
+  # 96), so 245,910 steps with decays at 199,070 and 234,200 for batch 128.
   batch = 96 if (w48 and large) else 128  # 24 or 32 per GPU x 4 GPUs
-  steps_per_epoch = -(-TRAIN_INSTANCES // batch)
-  c.optim = ml_collections.ConfigDict(dict(
+  def epochs(n):
+    return config_lib.steps_for_epochs(n, config_lib.COCO_TRAIN_INSTANCES, batch)
+
+  c.optim.update(
       learning_rate=1e-3,
-      warmup_steps=0,
-      schedule='step',
-      decay_steps=(170 * steps_per_epoch, 200 * steps_per_epoch),
-      decay_factor=0.1,
+      decay_steps=(epochs(170), epochs(200)),
       # The official WD 1e-4 only reaches SGD; its Adam has none.
       weight_decay=0.0,
-      grad_clip_norm=0.0,
-  ))
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
+  c.train.update(
       global_batch_size=batch,
-      num_steps=210 * steps_per_epoch,
-      log_every_steps=100,
-      checkpoint_every_steps=steps_per_epoch,
-      keep_checkpoints=2,
-      eval_every_steps=10 * steps_per_epoch,
-  ))
+      num_steps=epochs(210),
+      checkpoint_every_steps=epochs(1),
+      eval_every_steps=epochs(10),
+  )
 
-  c.eval = ml_collections.ConfigDict(dict(
+  c.eval.update(
       batch_size=batch,
       metric='coco',
       # Relative to dataset.manual_dir; 'ground_truth' for annotated boxes.
       boxes=DETECTIONS,
       box_score_threshold=0.0,  # TEST.IMAGE_THRE
       oks_nms_threshold=0.9,    # TEST.OKS_THRE
-      flip_test=True,
       flip_shift=official,      # see the docstring
-      num_images_to_draw=32,
-  ))
+  )
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1))
+  if 'smoke' in variants:
+    config_lib.smoke(c, SMOKE_INPUT)
   return c

@@ -30,6 +30,10 @@ faces; here clipped normals with the same ranges), flip; no flip test.
 The official network starts from ImageNet-pretrained HRNetV2-W18 weights;
 posejax has no ImageNet import and trains from scratch. Not measured with
 posejax yet.
+
+`smoke` (e.g. `:300w,smoke`) runs the recipe's whole path quickly: the same
+structure at a few channels, a 32x32 input, batches of 2, a few steps
+(config_lib.smoke); its metrics mean nothing.
 """
 
 from __future__ import annotations
@@ -38,86 +42,63 @@ import os
 
 import ml_collections
 
+from posejax import config_lib
+
 # Training faces per dataset: WFLW train, 300W train (AFW + HELEN + LFPW
 # train sets).
 TRAIN_FACES = {'wflw': 7_500, 'ibug_300w': 3_148}
+DATASETS = ('wflw', '300w')
+SMOKE_INPUT = (32, 32)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Variants: '' (WFLW) or '300w'."""
-  if arg not in (None, '', 'wflw', '300w'):
-    raise ValueError(f"Unknown variant {arg!r} of configs/hrnet_wflw.py; "
-                     "known: 'wflw', '300w'.")
-  ibug = arg == '300w'
+  """Variants: 'wflw' (default) or '300w'; 'smoke'."""
+  variants = config_lib.parse_variants(
+      arg, 'configs/hrnet_wflw.py', (*DATASETS, 'smoke'), exclusive=[DATASETS])
+  ibug = config_lib.choose(variants, DATASETS, 'wflw') == '300w'
   dataset = 'ibug_300w' if ibug else 'wflw'
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  c = config_lib.base_config()
 
-  c.dataset = ml_collections.ConfigDict(dict(
+  c.dataset.update(
       name=dataset,
-      config='default',
-      data_dir=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'),
       manual_dir=os.environ.get('IBUG_300W_DIR' if ibug else 'WFLW_DIR', ''),
-      keypoints=dataset,
-      train_split='train',
       eval_split='test_full' if ibug else 'test',
-  ))
+  )
 
-  c.input = ml_collections.ConfigDict(dict(
+  c.input.update(
       size=(256, 256),
-      padding=1.25,
-      scale_factor=0.25,
       rotation_factor=15.0,  # clipped at +-30 degrees
-      rotation_prob=0.6,
-      flip=True,
-      half_body_prob=0.0,
-      half_body_min_keypoints=8,
       shuffle_buffer=8192,
-      prefetch=2,
-  ))
+  )
 
-  c.codec = ml_collections.ConfigDict(dict(
-      name='heatmap', stride=4, sigma=1.0 if ibug else 1.5, refine='quarter'))
+  c.codec.update(sigma=1.0 if ibug else 1.5)  # 64x64 maps
 
-  c.model = ml_collections.ConfigDict(dict(
-      name='hrnet', preset='v2_w18', dtype='float32'))
+  c.model.update(name='hrnet', preset='v2_w18')
 
-  c.loss = ml_collections.ConfigDict(dict(name='mse'))
-
-  # ceil(faces / 16) steps an epoch (the official loader keeps the last short
-  # batch): WFLW 469, so 28,140 steps with decays at 14,070 and 23,450;
-  # 300W 197, so 11,820 with decays at 5,910 and 9,850.
+  # 60 epochs with x0.1 at epochs 30 and 50: WFLW 469 steps an epoch, so
+  # 28,140 steps with decays at 14,070 and 23,450; 300W 197, so 11,820 with
+  # decays at 5,910 and 9,850.
   batch = 16
-  steps_per_epoch = -(-TRAIN_FACES[dataset] // batch)
-  c.optim = ml_collections.ConfigDict(dict(
+  def epochs(n):
+    return config_lib.steps_for_epochs(n, TRAIN_FACES[dataset], batch)
+
+  c.optim.update(
       learning_rate=1e-4,
-      warmup_steps=0,
-      schedule='step',
-      decay_steps=(30 * steps_per_epoch, 50 * steps_per_epoch),
-      decay_factor=0.1,
-      weight_decay=0.0,
-      grad_clip_norm=0.0,
-  ))
+      decay_steps=(epochs(30), epochs(50)),
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
+  c.train.update(
       global_batch_size=batch,
-      num_steps=60 * steps_per_epoch,
-      log_every_steps=100,
-      checkpoint_every_steps=steps_per_epoch,
-      keep_checkpoints=2,
-      eval_every_steps=10 * steps_per_epoch,
-  ))
+      num_steps=epochs(60),
+      checkpoint_every_steps=epochs(1),
+      eval_every_steps=epochs(10),
+  )
 
-  c.eval = ml_collections.ConfigDict(dict(
-      batch_size=64,
+  c.eval.update(
       metric='nme',
-      boxes='ground_truth',
-      box_score_threshold=0.0,
-      oks_nms_threshold=0.9,
       flip_test=False,  # TEST.FLIP_TEST: false
-      flip_shift=False,
-      num_images_to_draw=32,
-  ))
+  )
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1))
+  if 'smoke' in variants:
+    config_lib.smoke(c, SMOKE_INPUT)
   return c

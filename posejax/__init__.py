@@ -16,14 +16,13 @@ def _cpu_only_jax() -> bool:
 def _set_cpu_xla_defaults() -> None:
   """Picks XLA:CPU settings that make the convolutional train step fast.
 
-  Two settings, each measured on a 2-core x86 CPU with jaxlib 0.10:
+  Two settings (their effect is measured in README.md, "CPU speed"):
   * With jaxlib 0.10, XLA:CPU hands each convolution to YNNPACK; for the
-    convolutions of these networks (and their gradients) the default path is
-    about 2x faster (the quickstart HRNet train step: 0.85 s -> 0.43 s).
+    convolutions of these networks (and their gradients) its path without
+    YNNPACK is faster.
   * XLA:CPU removes optimization barriers before fusion; keeping them lets
     `posejax.models.common.materialize` stop the fusion pass from
-    recomputing a residual stream in every consumer (HRNet-W32 train step at
-    128x96, batch 4: 2.1 s -> 1.0 s).
+    recomputing a residual stream in every consumer.
   The flags must be set before JAX starts, so they are set on import of
   posejax, only when nothing decided otherwise: not if JAX is already
   imported, not for a flag XLA_FLAGS already mentions, not if an accelerator
@@ -57,12 +56,11 @@ def restart_with_huge_pages() -> None:
   """Restarts the running program so that malloc uses transparent huge pages.
 
   Each execution of a compiled step on XLA:CPU allocates its temporaries as
-  one block (2.2 GB for the HRNet-W32 train step at 256x192, batch 8) and
-  frees it at the end. glibc maps such a block afresh each time, so the
-  kernel faults in and zeroes it 4 KiB at a time: 6.8M page faults in 11
-  steps, about a fifth of the step's CPU time. With the tunable
-  `glibc.malloc.hugetlb=1` malloc asks for 2 MiB pages instead (0.5M faults)
-  and the step takes 4.3-4.5 s instead of 5.8 s (2-core x86, median of 10).
+  one block (gigabytes for a large network's train step) and frees it at the
+  end. glibc maps such a block afresh each time, so the kernel faults in and
+  zeroes it 4 KiB at a time, a sizeable part of the step's CPU time. With the
+  tunable `glibc.malloc.hugetlb=1` malloc asks for 2 MiB pages instead
+  (measured in README.md, "CPU speed").
 
   Tunables are read when a process starts, so the program is executed anew
   with `GLIBC_TUNABLES` extended; the command-line entry points call this

@@ -16,15 +16,16 @@ from ml_collections import config_flags
 import numpy as np
 
 from posejax import config_lib
-from posejax import keypoints as keypoints_lib
-from posejax import predict
+from posejax import data
+from posejax import evaluate
+from posejax import geometry
+from posejax.data import pipeline
 from posejax.evaluation import coco
 from posejax.evaluation import pck
 
 
 def _crops(builder, config, split):
   """Every scored instance of `split`, unaugmented: keypoints in input px."""
-  from posejax.data import pipeline
   ds = pipeline.eval_dataset(builder, config, split)
   fields = ('keypoints', 'visibility', 'image_id', 'center', 'scale', 'bbox')
   rows = {k: [] for k in fields}
@@ -36,7 +37,7 @@ def _crops(builder, config, split):
 
 def mean_pose_metrics(config, builder) -> dict:
   """COCO AP/AR and box PCK@0.1 of the train-split mean pose on the eval split."""
-  spec = keypoints_lib.get_spec(config.dataset.keypoints)
+  spec = data.keypoint_spec(builder)
   train = _crops(builder, config, config.dataset.train_split)
   labelled = train['visibility'] > 0
   mean_pose = (np.sum(train['keypoints'] * labelled[..., None], 0)
@@ -44,11 +45,10 @@ def mean_pose_metrics(config, builder) -> dict:
   val = _crops(builder, config, config.dataset.eval_split)
   n = len(val['image_id'])
   size = tuple(config.input.size)
-  pred = predict.input_to_image(np.broadcast_to(mean_pose, (n, *mean_pose.shape)),
-                                val['center'], val['scale'], size)
-  gt = predict.input_to_image(val['keypoints'], val['center'], val['scale'], size)
-  from posejax.data import pipeline
-  ground_truth = pipeline.ground_truth(builder, config.dataset.eval_split)
+  pred = geometry.input_to_image(np.broadcast_to(mean_pose, (n, *mean_pose.shape)),
+                                 val['center'], val['scale'], size)
+  gt = geometry.input_to_image(val['keypoints'], val['center'], val['scale'], size)
+  ground_truth = evaluate.coco_ground_truth(builder, config.dataset.eval_split)
   results = coco.keypoint_results(val['image_id'], pred, np.ones(pred.shape[:2]),
                                   np.ones(n))
   metrics = coco.coco_keypoint_metrics(ground_truth, results, spec)
@@ -58,7 +58,6 @@ def mean_pose_metrics(config, builder) -> dict:
 
 def main(argv):
   del argv
-  from posejax import data
   config = flags.FLAGS.config
   builder = data.get_builder(config.dataset)
   print(json.dumps({'baseline': 'train-set mean pose in ground-truth boxes',

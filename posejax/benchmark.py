@@ -5,8 +5,8 @@ r"""Images/s of the inference and training steps of one network.
 
 Measures the code that runs in practice, on one device: the forward is
 `predict.make_predict_fn` without flip test (normalise, eval-mode forward,
-decode), the train step is `train.jit_train_step` (render targets, forward,
-backward, Adam) on a 1-device mesh with the state donated. Inputs are random
+decode), the train step is `train_step.jit_train_step` (render targets,
+forward, backward, Adam) on a 1-device mesh with the state donated. Inputs are random
 batches already on the device (uint8 images, keypoints, visibility, as the
 data pipeline delivers them), so the host and the input pipeline are not
 measured.
@@ -43,7 +43,7 @@ from posejax import codecs
 from posejax import models
 from posejax import predict
 from posejax import sharding
-from posejax import train
+from posejax import train_step
 from posejax.models import summary
 
 
@@ -122,7 +122,7 @@ def benchmark(model_spec: str | Mapping[str, Any],
   """Measures inference and train-step throughput of one network.
 
   Args:
-    model_spec: 'name[:preset]' (a key of `models.MODELS` and one of its
+    model_spec: 'name[:preset]' (a key of `models.NETWORKS` and one of its
       presets), or a model config as `config.model` (a dict with `name` and
       any fields; its `dtype` is replaced by `dtype`).
     batch_size: images per step.
@@ -175,9 +175,9 @@ def benchmark(model_spec: str | Mapping[str, Any],
   optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=0, schedule='step', decay_steps=(),
       decay_factor=0.1, weight_decay=0.0, grad_clip_norm=0.0))
-  tx, _ = train.make_optimizer(optim, num_steps=1)  # Plain Adam.
+  tx, _ = train_step.make_optimizer(optim, num_steps=1)  # Plain Adam.
   # 'rbg' keys: XLA:CPU compiles threefry initialisation very slowly.
-  state = train.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
+  state = train_step.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
                                    input_size, mesh)
   batch = _random_batch(0, batch_size, input_size, num_keypoints, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -221,17 +221,17 @@ def benchmark(model_spec: str | Mapping[str, Any],
                       steps)
   report('forward', compiled, compile_s, times)
 
-  step_fn = train.jit_train_step(model, codec, tx, mesh, state)
+  step_fn = train_step.jit_train_step(model, codec, tx, mesh, state)
   compiled, compile_s = _compile(step_fn, state, batch)
   holder = [state]
   del state, variables  # Donated below.
 
-  def train_step():
+  def run_train_step():
     holder[0], metrics = compiled(holder[0], batch)
     return holder[0], metrics
 
-  times = _time_steps(train_step, warmup, steps)
-  loss = float(jax.device_get(train_step()[1]['loss']))
+  times = _time_steps(run_train_step, warmup, steps)
+  loss = float(jax.device_get(run_train_step()[1]['loss']))
   if not np.isfinite(loss):
     raise FloatingPointError(f'Train-step loss is {loss}.')
   report('train', compiled, compile_s, times)

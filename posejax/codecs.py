@@ -1,8 +1,9 @@
 """Keypoints <-> heatmaps: Gaussian rendering, decoding and flipping, in jnp.
 
-Coordinates follow DESIGN.md: (x, y), 0-based, the centre of the top-left pixel
-is (0, 0), in input-image pixels. A heatmap of stride `s` covers the input
-exactly, so heatmap pixel edges line up with input pixel edges:
+Coordinates follow docs/conventions.md: (x, y), 0-based, the centre of the
+top-left pixel is (0, 0), in input-image pixels. A heatmap of stride `s`
+covers the input exactly, so heatmap pixel edges line up with input pixel
+edges:
 
     x_heatmap = (x_input + 0.5) / s - 0.5
 

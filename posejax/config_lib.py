@@ -1,9 +1,220 @@
-"""Config checks that run before anything is built or compiled."""
+"""What every config shares, and checks that run before anything is built.
+
+A recipe in configs/ starts from `base_config()` and states only what
+differs; `parse_variants` reads its `:variant,variant` argument, durations
+given in epochs become steps with `steps_for_epochs`, and its `smoke`
+variant (`smoke`) keeps its structure at a few channels, so that a whole run
+takes a minute or two on small data.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import AbstractSet, Collection, Iterable, Sequence
+
+import ml_collections
+
 SECTIONS = ('model', 'dataset', 'input', 'codec', 'loss', 'optim', 'train',
             'eval', 'mesh')
+
+# COCO train2017 person instances with num_keypoints > 0: the training set of
+# the official HRNet and SimpleBaselines code (and of the pipeline's filter).
+COCO_TRAIN_INSTANCES = 149_813
+
+# Steps of a smoke run: enough for a checkpoint, a restart and a decay.
+SMOKE_STEPS = 6
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every section with the values most recipes share.
+
+  Fields a recipe must set itself (dataset.name, input.size, model.name,
+  train.num_steps, ...) hold placeholders here.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name='',  # a TFDS builder of posejax.data
+      config='default',
+      data_dir=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'),
+      # Where the builder reads the downloaded release; needed once, to build
+      # the records.
+      manual_dir='',
+      train_split='train',
+      eval_split='validation',
+  ))
+
+  c.input = ml_collections.ConfigDict(dict(
+      size=(256, 192),  # (height, width)
+      # Crop side over the box side: 1.25 enlarges the box as the HRNet and
+      # pose-hg-train loaders do.
+      padding=1.25,
+      scale_factor=0.25,
+      rotation_factor=15.0,  # degrees; clipped at twice this
+      rotation_prob=0.6,
+      flip=True,
+      half_body_prob=0.0,
+      half_body_min_keypoints=8,
+      shuffle_buffer=16384,
+      prefetch=2,
+      # Decode each training image once and keep it in memory: for small
+      # datasets on a CPU, where decoding competes with the train step.
+      cache_decoded_images=False,
+  ))
+
+  c.codec = ml_collections.ConfigDict(dict(
+      name='heatmap',
+      stride=4,
+      sigma=2.0,  # heatmap pixels
+      refine='quarter',  # sub-pixel decoding: 'quarter' (HRNet's) or 'dark'
+      # 'centred' (posejax's heatmap grid) or 'official' (the grid of networks
+      # trained by the official HRNet and SimpleBaselines code).
+      grid='centred',
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      name='',  # a key of posejax.models.NETWORKS
+      dtype='float32',
+  ))
+
+  # The heatmap MSE with target weights; `stage_weights` (optional) weighs
+  # the supervised stages.
+  c.loss = ml_collections.ConfigDict()
+
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3,  # Adam
+      warmup_steps=0,
+      schedule='step',  # 'step' (x decay_factor at decay_steps) or 'cosine'
+      decay_steps=(),
+      decay_factor=0.1,
+      weight_decay=0.0,  # > 0: AdamW
+      grad_clip_norm=0.0,  # 0: no clipping
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      global_batch_size=32,  # over all devices of the mesh
+      num_steps=0,
+      log_every_steps=100,
+      checkpoint_every_steps=1_000,
+      keep_checkpoints=2,
+      eval_every_steps=0,  # 0: only the final evaluation
+      # every_steps > 0: measure the validation loss that often, keep the
+      # state with the lowest and stop after `patience` measurements without
+      # a new lowest (see posejax/train.py).
+      early_stopping=dict(every_steps=0, patience=10),
+  ))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=64,
+      # '' scores with the dataset's native metric (posejax/evaluation).
+      metric='',
+      # 'ground_truth' boxes, or a COCO person-detection results file
+      # relative to dataset.manual_dir (then box_score_threshold and OKS-NMS
+      # at oks_nms_threshold apply).
+      boxes='ground_truth',
+      box_score_threshold=0.0,
+      oks_nms_threshold=0.9,
+      flip_test=True,
+      # The official HRNet code's one-pixel shift of flipped-back heatmaps;
+      # only heatmaps on the official grid need it (posejax/codecs.py).
+      flip_shift=False,
+      num_images_to_draw=32,
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1))  # -1: every device
+  return c
+
+
+def parse_variants(arg: str | None, config_file: str,
+                   choices: Iterable[str],
+                   exclusive: Sequence[Collection[str]] = ()) -> frozenset[str]:
+  """'a,b' -> {'a', 'b'}, checked against the variants a config file knows.
+
+  Args:
+    arg: what follows the ':' of `--config=FILE:arg` (None or '' for none).
+    config_file: the file, for the error message.
+    choices: every variant the file knows.
+    exclusive: groups of variants of which at most one may be given.
+
+  Returns:
+    The variants given.
+
+  Raises:
+    ValueError: an unknown variant, or two of one exclusive group, named in
+      the message with the variants the file knows.
+  """
+  choices = tuple(choices)
+  given = frozenset(v.strip() for v in (arg or '').split(',') if v.strip())
+  known = ', '.join(repr(c) for c in choices)
+  unknown = sorted(given - set(choices))
+  if unknown:
+    raise ValueError(
+        f'Unknown variant(s) {", ".join(map(repr, unknown))} of {config_file}; '
+        f'known: {known}; several are joined with commas.')
+  for group in exclusive:
+    clash = sorted(given & set(group))
+    if len(clash) > 1:
+      raise ValueError(
+          f'Variants {" and ".join(map(repr, clash))} of {config_file} '
+          f'exclude each other; give one of {", ".join(map(repr, group))}.')
+  return given
+
+
+def choose(variants: AbstractSet[str], group: Iterable[str],
+           default: str) -> str:
+  """The one variant of an exclusive `group` given, else `default`."""
+  chosen = [v for v in group if v in variants]
+  return chosen[0] if chosen else default
+
+
+def steps_for_epochs(epochs: float, num_instances: int,
+                     batch_size: int) -> int:
+  """Steps of `epochs` passes over `num_instances` in batches of `batch_size`.
+
+  An epoch is ceil(num_instances / batch_size) steps: the official loaders
+  keep the last short batch.
+  """
+  return int(epochs * -(-num_instances // batch_size))
+
+
+def narrow_model(model_config) -> None:
+  """Sets the network's smoke fields (a few channels, the same structure)."""
+  from posejax import models  # Loads Flax only for smoke configs.
+  network = models.NETWORKS.get(model_config.name)
+  if network is None:
+    raise ValueError(f'Unknown model name {model_config.name!r}; known: '
+                     f'{sorted(models.NETWORKS)}.')
+  model_config.update(network.smoke)
+
+
+def smoke(config: ml_collections.ConfigDict, input_size: Sequence[int],
+          num_steps: int = SMOKE_STEPS) -> ml_collections.ConfigDict:
+  """A recipe's `smoke` variant: its whole path, quickly, on small inputs.
+
+  Keeps the recipe's data, codec, network structure (stages, heads,
+  strides) and schedule shape, and shrinks what costs time: the network's
+  width (its `smoke` fields in `models.NETWORKS`), the input to
+  `input_size` (which the network's strides must divide), batches of 2 and
+  `num_steps` steps. Without warm-up, so that one step moves every weight.
+  The metrics of such a run mean nothing; that it runs does.
+  """
+  narrow_model(config.model)
+  config.input.size = tuple(input_size)
+  config.input.shuffle_buffer = 16
+  # The decays at the same fractions of the shorter run.
+  full_steps = max(config.train.num_steps, 1)
+  config.optim.decay_steps = tuple(
+      max(1, s * num_steps // full_steps) for s in config.optim.decay_steps)
+  config.optim.warmup_steps = 0
+  config.train.update(global_batch_size=2, num_steps=num_steps,
+                      log_every_steps=2, checkpoint_every_steps=3,
+                      eval_every_steps=0)
+  stopping = config.train.get('early_stopping')
+  if stopping and stopping.get('every_steps'):
+    stopping.every_steps = 2
+  config.eval.update(batch_size=2, num_images_to_draw=2)
+  return config
 
 
 def validate(config) -> None:
@@ -11,7 +222,7 @@ def validate(config) -> None:
   missing = [s for s in SECTIONS if s not in config]
   if missing:
     raise ValueError(f'Config lacks the section(s) {missing}; every config '
-                     f'has {list(SECTIONS)} (see configs/synthetic.py).')
+                     f'has {list(SECTIONS)} (see config_lib.base_config).')
   size = tuple(config.input.size)
   if len(size) != 2 or min(size) <= 0:
     raise ValueError(f'input.size must be (height, width), got {size}.')
@@ -36,20 +247,62 @@ def flatten(config, prefix: str = '') -> dict:
   return flat
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that turns a misspelt `--config.x.y` into one message.
+def _message(error: BaseException) -> str:
+  # ml_collections raises KeyError(text) or AttributeError(KeyError(text));
+  # str() of a KeyError is the repr of its text.
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  return str(error.args[0]) if error.args else str(error)
 
-  ml_collections raises a bare KeyError/AttributeError from deep inside flag
-  parsing; pass this as `app.run(main, flags_parser=parse_flags)`.
+
+def unknown_field_message(error: BaseException, argv: Sequence[str]) -> str:
+  """One line for the error ml_collections raises on an unknown override."""
+  lines = [l.strip() for l in _message(error).splitlines() if l.strip()]
+  name = lines[0].strip('"\'') if lines else '?'
+  hint = ' '.join(lines[1:])
+  given = [a.split('=')[0] for a in argv if a.startswith('--config.')]
+  culprit = [a for a in given if name in a.split('.')] or given
+  return (f'posejax: unknown config field {name!r} in {", ".join(culprit)}'
+          + (f' ({hint[0].lower()}{hint[1:]})' if hint else '')
+          + ': an override can only set a field the config file defines.')
+
+
+def flag_error_message(error: BaseException) -> str:
+  """One line for an absl flag error, e.g. a config file's get_config error.
+
+  absl wraps (IllegalFlagValueError, 'flag --config=...: ...') the error of
+  ml_collections, which carries the traceback of what get_config raised; the
+  latter is the one to read.
+  """
+  wrapper = error.__context__
+  if (wrapper is not None and wrapper.__context__ is not None
+      and 'Error whilst parsing config file' in str(wrapper)):
+    error = wrapper.__context__
+  return 'posejax: ' + ' '.join(str(error).split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that ends a bad flag or config in one message.
+
+  ml_collections raises a bare KeyError/AttributeError for a misspelt
+  `--config.x.y`, and an error of the config file's get_config (an unknown
+  variant) reaches absl wrapped with its traceback; pass this as
+  `app.run(main, flags_parser=parse_flags)`.
   """
   from absl import flags
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
-    name = str(e).strip('"\'')
-    given = [a.split('=')[0] for a in argv if a.startswith('--config.')]
-    culprit = [a for a in given if name in a.split('.')] or given
-    raise SystemExit(
-        f'Unknown config field {name!r} in {", ".join(culprit)}: an override '
-        'can only set a field the config file defines; check the spelling '
-        'against the config file.') from None
+    raise SystemExit(unknown_field_message(e, argv)) from None
+  except flags.Error as e:
+    raise SystemExit(flag_error_message(e)) from None
+  if 'config' in flags.FLAGS and flags.FLAGS['config'].present:
+    try:
+      # A file that failed to load stands as a placeholder that raises on use.
+      flags.FLAGS.config.keys()
+    except OSError:
+      path = flags.FLAGS['config'].config_filename.partition(':')[0]
+      raise SystemExit(f'posejax: cannot read the config file {path!r} (from '
+                       f'{os.getcwd()}); pass e.g. --config=configs/synthetic.py.'
+                       ) from None
+  return remaining

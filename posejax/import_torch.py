@@ -31,11 +31,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import app
+from absl import flags
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
+from ml_collections import config_flags
 import numpy as np
+import orbax.checkpoint as ocp
 
+from posejax import config_lib
+from posejax import experiment
+from posejax import models
+from posejax import sharding
+from posejax import train_step
 from posejax.models import hourglass
 from posejax.models import hrnet
 from posejax.models import simple_baseline
@@ -182,19 +191,15 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 def write_checkpoint(config, variables: dict, workdir: str) -> str:
   """Saves `variables` as the step-0 train state of `workdir`."""
-  from posejax import sharding  # pylint: disable=g-import-not-at-top
-  from posejax import train  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  manager = train.checkpoint_manager(workdir, config.train.keep_checkpoints)
+  manager = experiment.checkpoint_manager(workdir, config.train.keep_checkpoints)
   if manager.latest_step() is not None:
     raise FileExistsError(
         f'{workdir} already holds checkpoints (steps {list(manager.all_steps())});'
         ' import into an empty --workdir.')
-  tx, _ = train.make_optimizer(config.optim, config.train.num_steps)
+  tx, _ = train_step.make_optimizer(config.optim, config.train.num_steps)
   mesh = sharding.make_mesh(config.mesh)
   params = jax.tree.map(jnp.asarray, variables['params'])
-  state = train.TrainState(
+  state = train_step.TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       batch_stats=jax.tree.map(jnp.asarray, variables.get('batch_stats', {})),
       opt_state=tx.init(params))
@@ -206,10 +211,10 @@ def write_checkpoint(config, variables: dict, workdir: str) -> str:
 
 def import_checkpoint(config, checkpoint: str, workdir: str) -> str:
   """Converts `checkpoint` for `config` into `workdir`; returns its path."""
-  from posejax import keypoints as keypoints_lib  # pylint: disable=g-import-not-at-top
-  from posejax import models  # pylint: disable=g-import-not-at-top
-
-  spec = keypoints_lib.get_spec(config.dataset.keypoints)
+  # The dataset's keypoint layout, from its builder; TensorFlow only here, so
+  # that the mapping above and the checkpoint writing import without it.
+  from posejax import data  # pylint: disable=g-import-not-at-top
+  spec = data.keypoint_spec(data.get_builder(config.dataset, prepare=False))
   model = models.build_model(config.model, spec.num_keypoints)
   state_dict = load_torch_state_dict(checkpoint)
   variables = variables_from_state_dict(
@@ -218,8 +223,6 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> str:
 
 
 def main(argv):
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   values = flags.FLAGS
@@ -240,10 +243,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from posejax import config_lib  # pylint: disable=g-import-not-at-top
+  # Flags only as a program: tests and notebooks import the functions.
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
   flags.DEFINE_string('checkpoint', None, 'Official PyTorch .pth/.pt file.')
   flags.DEFINE_string('workdir', None, 'New run directory to write.')

@@ -43,6 +43,12 @@ class KeypointSpec:
     upper = set(self.upper_body_ids)
     return tuple(k for k in range(self.num_keypoints) if k not in upper)
 
+  def coco_category(self, category_id: int = 1, name: str = 'person') -> dict:
+    """The entry of a COCO annotation file's `categories` for this layout."""
+    return {'id': category_id, 'name': name, 'supercategory': name,
+            'keypoints': list(self.keypoint_names),
+            'skeleton': [[a + 1, b + 1] for a, b in self.skeleton]}  # 1-based
+
   def index(self, keypoint_name: str) -> int:
     return self.keypoint_names.index(keypoint_name)
 
@@ -243,6 +249,10 @@ IBUG_300W = KeypointSpec(
 # NME on WFLW is normalised by the inter-ocular distance: the outer eye
 # corners, points 60 and 72.
 WFLW_OUTER_EYE_CORNERS = (60, 72)
+# WFLW's six per-face attribute flags, in the order of its annotation files;
+# its test subsets (NME per attribute) are the faces with a flag set.
+WFLW_ATTRIBUTES = ('pose', 'expression', 'illumination', 'make_up', 'occlusion',
+                   'blur')
 WFLW = KeypointSpec(
     name='wflw',
     keypoint_names=(

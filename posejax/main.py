@@ -8,6 +8,7 @@ from ml_collections import config_flags
 
 import posejax
 from posejax import config_lib
+from posejax import experiment
 from posejax import train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
@@ -21,7 +22,7 @@ def main(argv):
                jax.process_count(), jax.devices())
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train.SetupError as e:
+  except experiment.SetupError as e:
     raise SystemExit(f'posejax: {e}') from None
 
 

@@ -1,20 +1,23 @@
-"""Images (+ boxes) -> keypoints: the model, optional flip test and decoding.
+"""Crops -> keypoints: the model, optional flip test and decoding.
 
 Used by evaluation, by the training loop's periodic eval and by notebooks. The
 jitted part takes uint8 crops and returns keypoints in input pixels; the
-host part maps them back to image pixels with the inverse crop.
+host part maps them back to image pixels with the inverse crop
+(`posejax/geometry.py`) and returns them as `Predictions`. No TensorFlow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from posejax import codecs
+from posejax import geometry
 from posejax import sharding
+from posejax.evaluation.predictions import Predictions
 from posejax.models import common
 
 
@@ -40,54 +43,44 @@ def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
   return jax.jit(predict)
 
 
-def input_to_image(keypoints, center, scale, input_size):
-  """Inverse of the unrotated crop: input pixels -> image pixels (numpy).
-
-  keypoints (N, K, 2); center, scale (N, 2) in image pixels; input_size (H, W).
-  Mirrors `posejax.data.pipeline.crop_matrix` with rotation 0, no flip.
-  """
-  out_h, out_w = input_size
-  half = np.array([(out_w - 1) / 2.0, (out_h - 1) / 2.0], np.float32)
-  per_pixel = np.asarray(scale, np.float32) / np.array([out_w, out_h], np.float32)
-  return ((np.asarray(keypoints) - half) * per_pixel[:, None, :]
-          + np.asarray(center, np.float32)[:, None, :])
-
-
 def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
-                    batch_size: int, input_size, keep_images: int = 0) -> dict:
-  """Runs `predict_fn` over host batches (the last may be short).
+                    batch_size: int, input_size, keep_images: int = 0,
+                    ground_truth_boxes: bool = True,
+                    extras: Sequence[str] = ()) -> tuple[Predictions, np.ndarray]:
+  """Runs `predict_fn` over host batches of `pipeline.eval_dataset`.
 
-  Short batches are padded to `batch_size` so the jitted function compiles
-  once; padding rows are dropped again. Returns numpy arrays over all
-  instances: `pred_keypoints` (image pixels), `pred_keypoints_input` (input
-  pixels), `pred_scores`, every other field of the batches as it came (from
-  `pipeline.eval_dataset`: ground truth `keypoints` in input pixels and
-  `gt_keypoints` in image pixels, `visibility`, `image_id`, `bbox`, `center`,
-  `scale`, `box_score` and the dataset's extras such as `head_box`,
-  `category` or `attributes`), and the first `keep_images` crops.
+  A short last batch is padded to `batch_size` (`sharding.pad_batch`) so the
+  jitted function compiles once; padding rows are dropped again. Returns the
+  `Predictions` of every instance (keypoints mapped back to image pixels
+  with the inverse crop, `geometry.input_to_image`; the batch fields named in
+  `extras` go to `Predictions.extras`) and the first `keep_images` crops.
   """
   sharding.check_batch_size(batch_size, mesh, 'eval.batch_size')
-  outputs: dict[str, list] = {}
+  columns: dict[str, list] = {}
   kept = []
   for batch in batches:
-    n = len(batch['image'])
-    padded = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, 0)])
-              if n < batch_size else v for k, v in batch.items()}
+    padded, valid = sharding.pad_batch({'image': batch['image']}, batch_size)
     keypoints, scores = predict_fn(
-        variables, sharding.global_batch({'image': padded['image']}, mesh)['image'])
+        variables, sharding.global_batch(padded, mesh)['image'])
     keypoints, scores = jax.device_get((keypoints, scores))
-    rows = {'pred_keypoints_input': keypoints[:n], 'pred_scores': scores[:n]}
+    rows = {'keypoints_input': keypoints[valid], 'scores': scores[valid]}
     rows.update({k: v for k, v in batch.items() if k != 'image'})
     for k, v in rows.items():
-      outputs.setdefault(k, []).append(np.asarray(v))
+      columns.setdefault(k, []).append(np.asarray(v))
     if len(kept) < keep_images:
       kept.extend(batch['image'][:keep_images - len(kept)])
-  if not outputs:
+  if not columns:
     raise ValueError(
         'No instance to predict: the eval split has no scored instance (or, '
         'with config.eval.boxes, no kept person detection on its images).')
-  result = {k: np.concatenate(v) for k, v in outputs.items()}
-  result['pred_keypoints'] = input_to_image(
-      result['pred_keypoints_input'], result['center'], result['scale'], input_size)
-  result['images'] = np.asarray(kept)
-  return result
+  c = {k: np.concatenate(v) for k, v in columns.items()}
+  predictions = Predictions(
+      image_id=c['image_id'],
+      keypoints=geometry.input_to_image(c['keypoints_input'], c['center'],
+                                        c['scale'], input_size),
+      keypoints_input=c['keypoints_input'], scores=c['scores'],
+      gt_keypoints=c['gt_keypoints'], visibility=c['visibility'], bbox=c['bbox'],
+      center=c['center'], scale=c['scale'], box_score=c['box_score'],
+      ground_truth_boxes=ground_truth_boxes,
+      extras={k: c[k] for k in extras})
+  return predictions, np.asarray(kept)

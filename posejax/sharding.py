@@ -43,3 +43,21 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       local_batch)
+
+
+def pad_batch(batch: dict, size: int) -> tuple[dict, np.ndarray]:
+  """A host batch padded to `size` rows, and the mask of its real rows.
+
+  A short last batch is padded by repeating its last row, so that a jitted
+  function sees one shape (compiles once) and every process runs the same
+  number of steps; `valid` (size,) is False on the padding, which results
+  and losses must drop.
+  """
+  n = len(next(iter(batch.values())))
+  if n > size:
+    raise ValueError(f'A batch of {n} rows does not fit in {size}.')
+  valid = np.arange(size) < n
+  if n == size:
+    return dict(batch), valid
+  return {k: np.concatenate([v, np.repeat(v[-1:], size - n, 0)])
+          for k, v in batch.items()}, valid

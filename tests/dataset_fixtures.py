@@ -350,3 +350,14 @@ def write_300w_dataset(root, height=80, width=72) -> dict:
     with open(os.path.join(root, folder, f'face_{i}.pts'), 'w') as f:
       f.write(pts_text(_inside(rng, 68, height, width, margin=8) + 1))
   return {}
+
+
+# config.dataset.name -> the writer of its fixture (tests/test_recipes.py).
+WRITERS = {
+    'coco_keypoints': write_coco_dataset,
+    'mpii_human_pose': write_mpii_dataset,
+    'fashionai_keypoints': write_fashionai_dataset,
+    'kaggle_facial_keypoints': write_kaggle_faces_dataset,
+    'wflw': write_wflw_dataset,
+    'ibug_300w': write_300w_dataset,
+}

@@ -131,10 +131,10 @@ def _state_dict_of(variables, layout) -> dict[str, np.ndarray]:
 def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
     smoke_config, tmp_path):
   torch = pytest.importorskip('torch')
-  from posejax import eval as eval_lib
+  from posejax import experiment
   from posejax import models
   from posejax import sharding
-  from posejax import train
+  from posejax import train_step
 
   config = smoke_config('smoke')
   model = models.build_model(config.model, 17)
@@ -150,17 +150,17 @@ def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
 
   workdir = tmp_path / 'run'
   import_torch.import_checkpoint(config, str(path), str(workdir))
-  loaded, step = eval_lib.load_variables(str(workdir))
+  loaded, step = experiment.load_variables(str(workdir))
   assert step == 0
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
 
   # The training loop resumes from it (step 0, the config's optimizer).
-  tx, _ = train.make_optimizer(config.optim, config.train.num_steps)
+  tx, _ = train_step.make_optimizer(config.optim, config.train.num_steps)
   mesh = sharding.make_mesh(config.mesh)
-  state = train.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
-                                   size, mesh)
-  state = train.restore_latest(
-      train.checkpoint_manager(str(workdir), 2), state)
+  state = train_step.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
+                                        size, mesh)
+  state = experiment.restore_latest(
+      experiment.checkpoint_manager(str(workdir), 2), state)
   assert int(state.step) == 0
   jax.tree.map(np.testing.assert_array_equal, state.params, variables['params'])
 

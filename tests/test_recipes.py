@@ -34,33 +34,6 @@ RECIPES = [
     ('hrnet_wflw', ''), ('hrnet_wflw', '300w'),
 ]
 
-WRITERS = {
-    'coco_keypoints': dataset_fixtures.write_coco_dataset,
-    'mpii_human_pose': dataset_fixtures.write_mpii_dataset,
-    'fashionai_keypoints': dataset_fixtures.write_fashionai_dataset,
-    'kaggle_facial_keypoints': dataset_fixtures.write_kaggle_faces_dataset,
-    'wflw': dataset_fixtures.write_wflw_dataset,
-    'ibug_300w': dataset_fixtures.write_300w_dataset,
-}
-
-# Narrow versions of each family: the recipe's structure (stages, heads,
-# strides) at a few channels.
-TINY_MODELS = {
-    'hrnet': dict(stem_width=8, stage1_blocks=1, widths=(8, 16), num_modules=(1,),
-                  num_blocks=1),
-    'simple_baseline': dict(width=4, deconv_features=(8, 8, 8)),
-    'hourglass': dict(num_stacks=1, features=8, depth=1),
-    'cpm': dict(num_stages=2, feat_channels=8, middle_channels=8, stem_channels=8,
-                stem_hidden_channels=16),
-}
-# Small inputs divisible by each recipe's model stride requirements.
-TINY_INPUTS = {
-    'hrnet_coco': (64, 48), 'simple_baseline_coco': (64, 64),
-    'hourglass_mpii': (32, 32), 'cpm_fashionai': (32, 32),
-    'hourglass_facial_keypoints': (16, 16), 'hrnet_wflw': (32, 32),
-}
-
-
 def load_config(name: str, variant: str = ''):
   spec = importlib.util.spec_from_file_location(
       f'recipe_{name}', os.path.join(REPO, 'configs', f'{name}.py'))
@@ -78,7 +51,7 @@ def fixtures(tmp_path_factory):
   def manual_dir(dataset: str) -> str:
     if dataset not in written:
       root = str(tmp_path_factory.mktemp(dataset))
-      WRITERS[dataset](root)
+      dataset_fixtures.WRITERS[dataset](root)
       written[dataset] = root
     return written[dataset]
 
@@ -90,25 +63,19 @@ def fixtures(tmp_path_factory):
   return on_fixtures
 
 
-def tiny(config, name: str):
-  """Recipe `name` with its network narrowed, its input shrunk and batch 2."""
-  config.model.update(TINY_MODELS[config.model.name])
-  config.input.size = TINY_INPUTS[name]
-  config.input.shuffle_buffer = 16
-  config.train.global_batch_size = 2
-  config.optim.warmup_steps = 0  # so that one step moves every weight
-  config.eval.update(batch_size=2, num_images_to_draw=2)
-  return config
+def smoke(name: str, variant: str = ''):
+  """The recipe's `smoke` variant: its network narrowed, its input shrunk, batch 2."""
+  return load_config(name, ','.join(filter(None, (variant, 'smoke'))))
 
 
 # ------------------------------------------------------------- at real size
 
 @pytest.mark.parametrize('name, variant', RECIPES)
 def test_recipe_builds_its_network_and_pipeline(name, variant, fixtures):
-  from posejax import train
+  from posejax import experiment
   from posejax.data import pipeline
   config = fixtures(load_config(name, variant))
-  setup = train.Setup(config)  # every check main.py makes, nothing compiled
+  setup = experiment.Setup(config)  # every check main.py makes, nothing compiled
   assert setup.codec.heatmap_size == tuple(
       s // config.codec.stride for s in config.input.size)
   assert setup.model.num_keypoints == setup.spec.num_keypoints
@@ -157,16 +124,17 @@ def test_recipe_variants_are_the_published_settings():
 @functools.cache
 def _initialised(name: str, variant: str, on_fixtures):
   """Setup and freshly initialised state of the tiny recipe (cached)."""
-  from posejax import train
-  config = tiny(on_fixtures(load_config(name, variant)), name)
+  from posejax import experiment
+  from posejax import train_step
+  config = on_fixtures(smoke(name, variant))
   config.eval.boxes = 'ground_truth'
-  setup = train.Setup(config)
-  tx, _ = train.make_optimizer(config.optim, config.train.num_steps)
+  setup = experiment.Setup(config)
+  tx, _ = train_step.make_optimizer(config.optim, config.train.num_steps)
   # The loop's 'rbg' key, so that train_and_evaluate reuses this compiled
   # init; 'unsafe_rbg' compiles the hourglass init much faster on a CPU.
   impl = 'unsafe_rbg' if config.model.name == 'hourglass' else 'rbg'
-  state = train.create_train_state(setup.model, tx, jax.random.key(0, impl=impl),
-                                   tuple(config.input.size), setup.mesh)
+  state = train_step.create_train_state(setup.model, tx, jax.random.key(0, impl=impl),
+                                        tuple(config.input.size), setup.mesh)
   return setup, state, tx
 
 
@@ -179,12 +147,12 @@ def _untrained(name: str, variant: str, on_fixtures):
   """
   import jax.numpy as jnp
   import reference_layouts
-  from posejax import train
-  config = tiny(on_fixtures(load_config(name, variant)), name)
+  from posejax import experiment
+  config = on_fixtures(smoke(name, variant))
   if config.model.name != 'hourglass':
     setup, state, _ = _initialised(name, variant, on_fixtures)
     return setup, state.variables
-  setup = train.Setup(config)
+  setup = experiment.Setup(config)
   abstract = jax.eval_shape(setup.model.init, jax.random.key(0),
                             jnp.zeros((1, *config.input.size, 3)))
   variables = reference_layouts.init_like_variables(
@@ -192,7 +160,7 @@ def _untrained(name: str, variant: str, on_fixtures):
   return setup, variables
 
 
-# Every recipe, narrowed (TINY_MODELS, TINY_INPUTS), compiles and takes a step.
+# Every recipe's smoke variant compiles and takes a step.
 STEPPED = [('hrnet_coco', ''), ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
            ('hrnet_wflw', ''), ('simple_baseline_coco', ''), ('hourglass_mpii', ''),
            ('hourglass_facial_keypoints', '')]
@@ -201,13 +169,13 @@ STEPPED = [('hrnet_coco', ''), ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
 @pytest.mark.parametrize('name, variant', STEPPED)
 def test_recipe_takes_a_training_step(name, variant, fixtures):
   from posejax import sharding
-  from posejax import train
+  from posejax import train_step
   from posejax.data import pipeline
   setup, state, tx = _initialised(name, variant, fixtures)
   initial = jax.device_get(state.params)
   state = jax.tree.map(jax.numpy.copy, state)  # the step donates its input
-  step = train.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state,
-                              setup.config.loss.get('stage_weights'))
+  step = train_step.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state,
+                                   setup.config.loss.get('stage_weights'))
   batch = next(pipeline.train_dataset(setup.builder, setup.config).as_numpy_iterator())
   state, metrics = step(state, sharding.global_batch(batch, setup.mesh))
   assert np.isfinite(float(metrics['loss'])) and float(metrics['loss']) > 0
@@ -217,12 +185,12 @@ def test_recipe_takes_a_training_step(name, variant, fixtures):
 
 
 def _evaluate(setup, variables, workdir, **eval_overrides):
-  """eval.evaluate with some eval fields changed for this call only."""
-  from posejax import eval as eval_lib
+  """evaluate.evaluate with some eval fields changed for this call only."""
+  from posejax import evaluate
   before = {k: setup.config.eval[k] for k in eval_overrides}
   setup.config.eval.update(eval_overrides)
   try:
-    metrics = eval_lib.evaluate(setup, variables, str(workdir), 1)
+    metrics = evaluate.evaluate(setup, variables, str(workdir), 1)
   finally:
     setup.config.eval.update(before)
   with open(os.path.join(workdir, 'eval', 'step_1', 'metrics.json')) as f:
@@ -244,12 +212,15 @@ def test_coco_recipe_evaluates_with_ground_truth_boxes(fixtures, tmp_path):
 
 def test_coco_recipe_evaluates_detections_with_rescoring_and_oks_nms(fixtures, tmp_path):
   from posejax.data import pipeline
+  from posejax.evaluation import detections
   setup, state, _ = _initialised('hrnet_coco', '', fixtures)
   # The recipe's own detection file, relative to manual_dir.
   boxes = load_config('hrnet_coco').eval.boxes
   with_boxes = setup.config.copy_and_resolve_references()
   with_boxes.eval.update(boxes=boxes, box_score_threshold=0.3)
-  batches = list(pipeline.eval_dataset(setup.builder, with_boxes).as_numpy_iterator())
+  found = detections.load_detections(detections.detection_file(with_boxes), 0.3)
+  batches = list(pipeline.eval_dataset(setup.builder, with_boxes,
+                                       detections=found).as_numpy_iterator())
   crops = {k: np.concatenate([b[k] for b in batches])
            for k in ('image_id', 'box_score', 'bbox')}
   # Image 1: three person boxes at 0.3 or more (the 0.1 box and the other
@@ -272,33 +243,45 @@ def test_coco_recipe_evaluates_detections_with_rescoring_and_oks_nms(fixtures, t
   assert sorted(r['image_id'] for r in results) == [1, 1, 2]
 
 
+def _predictions(keypoints, scores, **fields):
+  """Predictions of `keypoints` (image pixels) with zeros where not given."""
+  from posejax.evaluation.predictions import Predictions
+  n, k = scores.shape
+  rows = dict(image_id=np.arange(n), keypoints_input=keypoints,
+              gt_keypoints=np.zeros((n, k, 2)), visibility=np.zeros((n, k), np.int32),
+              bbox=np.zeros((n, 4)), center=np.zeros((n, 2)), scale=np.ones((n, 2)),
+              box_score=np.ones(n))
+  rows.update(fields)
+  return Predictions(keypoints=keypoints, scores=scores, **rows)
+
+
 def test_postprocess_rescores_and_merges_near_duplicates():
   import ml_collections
-  from posejax import eval as eval_lib
+  from posejax import evaluate
   from posejax import keypoints as keypoints_lib
   rng = np.random.default_rng(0)
   person = rng.uniform(0, 100, (17, 2))
   other = person + [300.0, 0.0]
-  out = {
-      'image_id': np.array([7, 7, 7, 8]),
-      'pred_keypoints': np.stack([person, person + 0.5, other, person]),
-      'pred_scores': np.stack([np.full(17, 0.8), np.full(17, 0.9),
-                               np.where(np.arange(17) < 5, 0.1, 0.6), np.full(17, 0.5)]),
-      'box_score': np.array([0.9, 0.7, 1.0, 0.4]),
-      'scale': np.full((4, 2), 100.0),
-  }
-  config = ml_collections.ConfigDict(dict(
-      dataset=dict(manual_dir=''),
-      eval=dict(boxes='detections.json', oks_nms_threshold=0.9)))
-  kept = eval_lib.postprocess(out, config, keypoints_lib.COCO)
+  predictions = _predictions(
+      np.stack([person, person + 0.5, other, person]),
+      np.stack([np.full(17, 0.8), np.full(17, 0.9),
+                np.where(np.arange(17) < 5, 0.1, 0.6), np.full(17, 0.5)]),
+      image_id=np.array([7, 7, 7, 8]), box_score=np.array([0.9, 0.7, 1.0, 0.4]),
+      scale=np.full((4, 2), 100.0), ground_truth_boxes=False,
+      extras={'category': np.arange(4)})
+  config = ml_collections.ConfigDict(dict(eval=dict(oks_nms_threshold=0.9)))
+  kept = evaluate.postprocess(predictions, config, keypoints_lib.COCO)
   # Instance 1 (0.7 x 0.9 = 0.63) is a near duplicate of instance 0
   # (0.9 x 0.8 = 0.72) and is suppressed; instance 2 averages only its
   # scores above 0.2; image 8 is separate.
-  assert kept['image_id'].tolist() == [7, 7, 8]
-  np.testing.assert_allclose(kept['instance_score'], [0.72, 0.6, 0.2])
+  assert kept.image_id.tolist() == [7, 7, 8]
+  np.testing.assert_allclose(kept.instance_score, [0.72, 0.6, 0.2])
+  # Every field follows the kept rows, the extras too.
+  assert kept.extras['category'].tolist() == [0, 2, 3]
+  np.testing.assert_array_equal(kept.keypoints[1], other)
   # With ground-truth boxes nothing is suppressed.
-  config.eval.boxes = 'ground_truth'
-  assert len(eval_lib.postprocess(out, config, keypoints_lib.COCO)['image_id']) == 4
+  assert len(evaluate.postprocess(predictions.replace(ground_truth_boxes=True),
+                                  config, keypoints_lib.COCO)) == 4
 
 
 @pytest.mark.parametrize('name, variant, expected', [
@@ -336,31 +319,28 @@ def test_recipe_evaluates_with_its_native_metric(name, variant, expected, fixtur
     ('hourglass_facial_keypoints', '', {'RMSE': 0.0, 'RMSE/left_eye_center': 0.0}),
 ])
 def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fixtures):
-  from posejax import eval as eval_lib
-  from posejax import train
+  from posejax import evaluate
+  from posejax import experiment
   from posejax.data import pipeline
-  from posejax.evaluation import coco
   config = fixtures(load_config(name, variant))
   config.eval.boxes = 'ground_truth'
-  setup = train.Setup(config)
+  setup = experiment.Setup(config)
   batches = list(pipeline.eval_dataset(setup.builder, config).as_numpy_iterator())
   out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0] if k != 'image'}
   assert {'head_box', 'category', 'attributes'} & set(out) == {
       'mpii_human_pose': {'head_box'}, 'fashionai_keypoints': {'category'},
       'wflw': {'attributes'}}.get(config.dataset.name, set())
-  out['pred_keypoints'] = out['gt_keypoints'].copy()
-  out['pred_scores'] = np.ones(out['visibility'].shape, np.float32)
-  kept = eval_lib.postprocess(out, config, setup.spec)
-  results = coco.keypoint_results(kept['image_id'], kept['pred_keypoints'],
-                                  kept['pred_scores'], kept['instance_score'])
-  metrics = eval_lib.METRICS[setup.metric](setup, kept, results)
+  predictions = _predictions(
+      out['gt_keypoints'].copy(), np.ones(out['visibility'].shape, np.float32),
+      **{k: out[k] for k in ('image_id', 'gt_keypoints', 'visibility', 'bbox',
+                             'center', 'scale', 'box_score')},
+      extras={k: out[k] for k in setup.builder.EVAL_EXTRAS})
+  kept = evaluate.postprocess(predictions, config, setup.spec)
+  metrics = evaluate.score(setup, kept)
   for key, value in perfect.items():
     assert metrics[key] == pytest.approx(value, abs=1e-6), key
   # And a wrong prediction is not perfect.
-  kept['pred_keypoints'] = kept['pred_keypoints'] + 5.0
-  worse = eval_lib.METRICS[setup.metric](setup, kept, coco.keypoint_results(
-      kept['image_id'], kept['pred_keypoints'], kept['pred_scores'],
-      kept['instance_score']))
+  worse = evaluate.score(setup, kept.replace(keypoints=kept.keypoints + 5.0))
   key = next(iter(perfect))
   assert worse[key] != pytest.approx(perfect[key], abs=1e-3), key
 
@@ -369,9 +349,9 @@ def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fi
 
 def test_cpm_recipe_stops_early_and_scores_the_kept_state(fixtures, tmp_path,
                                                            monkeypatch):
-  from posejax import eval as eval_lib
+  from posejax import experiment
   from posejax import train
-  config = tiny(fixtures(load_config('cpm_fashionai')), 'cpm_fashionai')
+  config = fixtures(smoke('cpm_fashionai'))
   config.train.update(num_steps=20, log_every_steps=1, checkpoint_every_steps=10)
   config.eval.flip_test = False  # the predict step the other tests compiled
   config.train.early_stopping.update(every_steps=2, patience=2)
@@ -384,10 +364,10 @@ def test_cpm_recipe_stops_early_and_scores_the_kept_state(fixtures, tmp_path,
   assert set(metrics) >= {'NE', 'NE/dress'}
   assert next(measured, None) is None
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['8']
-  assert os.listdir(os.path.join(workdir, train.BEST_CHECKPOINT_DIR)) == ['4']
+  assert os.listdir(os.path.join(workdir, experiment.BEST_CHECKPOINT_DIR)) == ['4']
   assert os.path.isfile(os.path.join(workdir, 'eval', 'step_4', 'metrics.json'))
-  best, step = eval_lib.load_variables(workdir, best=True)
-  latest, _ = eval_lib.load_variables(workdir)
+  best, step = experiment.load_variables(workdir, best=True)
+  latest, _ = experiment.load_variables(workdir)
   assert step == 4
   assert any(not np.array_equal(a, b) for a, b in
              zip(jax.tree.leaves(best), jax.tree.leaves(latest)))
@@ -400,10 +380,11 @@ def test_cpm_recipe_stops_early_and_scores_the_kept_state(fixtures, tmp_path,
 def test_validation_loss_is_the_mean_over_instances_without_padding(fixtures):
   from posejax import sharding
   from posejax import train
+  from posejax import train_step
   from posejax.data import pipeline
   setup, state, _ = _initialised('cpm_fashionai', '', fixtures)
   config = setup.config.copy_and_resolve_references()
-  loss_fn = train.make_validation_loss_fn(setup.model, setup.codec)
+  loss_fn = train_step.make_validation_loss_fn(setup.model, setup.codec)
   config.eval.batch_size = 1
   singles = list(pipeline.eval_dataset(setup.builder, config).as_numpy_iterator())
   assert len(singles) == 2  # the two held-out dress images

@@ -1,14 +1,22 @@
 """Datasets: TFDS builders (one module each) and the tf.data pipeline.
 
 `get_builder(config.dataset)` returns a prepared builder, building it on first
-use; every problem with the data location is reported here, before any model
-is compiled.
+use; every problem with the data location is reported before any model is
+compiled (`missing_data` says what is missing without building anything).
+
+Each dataset states its facts once, on its builder class, and everything
+else reads them from there:
+  BUILDER_CONFIGS[i].keypoints  the keypoint layout (a `keypoints.DATASETS`
+                                key): names, flip pairs, skeleton, sigmas
+  METRIC                        its native metric (`evaluation.METRICS` key)
+  EVAL_EXTRAS                   the per-object record fields its metric needs
+                                beyond the keypoints (`head_box`, ...), which
+                                evaluation examples carry
 
 `config.dataset` fields read here: `name` (a key of BUILDERS), `config` (one
 of the builder's BUILDER_CONFIGS; empty for its first), `data_dir` (where the
-TFDS records live), `manual_dir` (the downloaded upstream files) and, when
-set, `keypoints` (must be the builder's keypoint layout). COCO's `synthetic`
-config also reads `synthetic`.
+TFDS records live), `manual_dir` (the downloaded upstream files). COCO's
+`synthetic` config also reads `synthetic`.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from posejax import keypoints as keypoints_lib
 from posejax.data import coco_keypoints
 from posejax.data import face_landmarks
 from posejax.data import fashionai_keypoints
@@ -54,8 +63,19 @@ def _needs_manual_dir(builder: tfds.core.DatasetBuilder) -> bool:
   return getattr(builder.builder_config, 'synthetic', None) is None
 
 
+def keypoint_spec(builder: tfds.core.DatasetBuilder) -> keypoints_lib.KeypointSpec:
+  """The keypoint layout of a builder's records."""
+  return keypoints_lib.get_spec(builder.builder_config.keypoints)
+
+
 def get_builder(dataset_config, prepare: bool = True) -> tfds.core.DatasetBuilder:
-  """Builder for `config.dataset`; builds the records if they are not there."""
+  """Builder for `config.dataset`; with `prepare`, builds missing records.
+
+  Raises:
+    ValueError: unknown name or config, empty data_dir.
+    FileNotFoundError: (with `prepare`) the records are not built and the
+      upstream files are not in manual_dir; the message says where to get them.
+  """
   if dataset_config.name not in BUILDERS:
     raise ValueError(
         f'Unknown dataset.name {dataset_config.name!r}; known: {sorted(BUILDERS)}.')
@@ -65,22 +85,32 @@ def get_builder(dataset_config, prepare: bool = True) -> tfds.core.DatasetBuilde
   data_dir = os.path.expanduser(dataset_config.data_dir)
   builder = BUILDERS[dataset_config.name](
       config=_builder_config(dataset_config), data_dir=data_dir)
-  layout = dataset_config.get('keypoints')
-  if layout and layout != builder.builder_config.keypoints:
-    raise ValueError(
-        f'dataset.keypoints is {layout!r} but {dataset_config.name} records use '
-        f'the {builder.builder_config.keypoints!r} layout; set '
-        f'--config.dataset.keypoints={builder.builder_config.keypoints}.')
-  if prepare and not builder.is_prepared():
-    manual_dir = dataset_config.get('manual_dir')
-    if _needs_manual_dir(builder) and (
-        not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir))):
-      raise FileNotFoundError(
-          f'{dataset_config.name}/{builder.builder_config.name} is not built in '
-          f'{data_dir} and dataset.manual_dir ({manual_dir!r}) is not a folder. '
-          'Point --config.dataset.manual_dir at the downloaded files:\n'
-          + builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    download_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
-    builder.download_and_prepare(download_config=download_config)
+  if prepare:
+    message = missing_data(builder, dataset_config)
+    if message:
+      raise FileNotFoundError(message)
+    prepare_records(builder, dataset_config)
   return builder
+
+
+def missing_data(builder: tfds.core.DatasetBuilder, dataset_config) -> str | None:
+  """Why `builder`'s records cannot be built, or None if they can (or are)."""
+  if builder.is_prepared() or not _needs_manual_dir(builder):
+    return None
+  manual_dir = dataset_config.get('manual_dir')
+  if manual_dir and os.path.isdir(os.path.expanduser(manual_dir)):
+    return None
+  return (f'{dataset_config.name}/{builder.builder_config.name} is not built in '
+          f'{builder.data_dir_root} and dataset.manual_dir ({manual_dir!r}) is '
+          'not a folder. Point --config.dataset.manual_dir at the downloaded '
+          'files:\n' + builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+
+
+def prepare_records(builder: tfds.core.DatasetBuilder, dataset_config) -> None:
+  """Builds the records from manual_dir (or generates them) if not built yet."""
+  if builder.is_prepared():
+    return
+  manual_dir = dataset_config.get('manual_dir')
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+  builder.download_and_prepare(download_config=download_config)

@@ -13,7 +13,7 @@ Configs:
     into `<data_dir>/downloads/` on first use, in the same COCO layout, then
     parsed by exactly the same code as the real files.
 
-Records follow DESIGN.md: `image`, `image/id`, `image/filename` and `objects`
+Records follow docs/conventions.md: `image`, `image/id`, `image/filename` and `objects`
 with `id`, `bbox` (x, y, w, h pixels), `keypoints` (K, 2) 0-based pixels,
 `visibility` (K,) 0/1/2, `area`, `iscrowd` and `num_keypoints`. COCO's keypoint
 coordinates are used as they are (they are 0-based already); unlabelled
@@ -80,6 +80,9 @@ def synthetic_config(num_train: int = 5000, num_val: int = 500, seed: int = 0,
 class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
   """COCO-format person keypoints (real COCO 2017 or generated figures)."""
 
+  # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
+  METRIC = 'coco'
+  EVAL_EXTRAS = ()
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [COCO_2017, synthetic_config()]

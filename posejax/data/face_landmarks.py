@@ -41,7 +41,7 @@ layout, each image beside its .pts file, as the zips extract:
     <manual_dir>/ibug/*.jpg, *.pts
 
 A .pts file reads `version: 1`, `n_points: 68`, `{`, 68 lines `x y`, `}`,
-in 1-based pixel coordinates: 1 is subtracted (0-based, DESIGN.md). `bbox` is
+in 1-based pixel coordinates: 1 is subtracted (0-based, docs/conventions.md). `bbox` is
 the tight box of the 68 points. Splits follow the common 300W protocol (as in
 the HRNet facial landmark work): `train` = afw + helen/trainset +
 lfpw/trainset (3148 faces); `test_common` = helen/testset + lfpw/testset
@@ -64,8 +64,7 @@ import tensorflow_datasets as tfds
 from posejax import keypoints as keypoints_lib
 from posejax.data import records
 
-WFLW_ATTRIBUTES = ('pose', 'expression', 'illumination', 'make_up', 'occlusion',
-                   'blur')
+WFLW_ATTRIBUTES = keypoints_lib.WFLW_ATTRIBUTES
 _IMAGE_EXTENSIONS = ('.jpg', '.png', '.jpeg', '.JPG', '.PNG', '.JPEG')
 
 
@@ -102,6 +101,9 @@ WFLW_DEFAULT = WflwConfig(
 class Wflw(tfds.core.GeneratorBasedBuilder):
   """WFLW: 98 face landmarks, face rectangles and six attribute flags."""
 
+  # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
+  METRIC = 'nme'
+  EVAL_EXTRAS = ('attributes',)
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [WFLW_DEFAULT]
@@ -219,6 +221,9 @@ class Ibug300w(tfds.core.GeneratorBasedBuilder):
   """300W: 68 face landmarks on AFW, HELEN, LFPW and IBUG images."""
 
   name = 'ibug_300w'
+  # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
+  METRIC = 'nme'
+  EVAL_EXTRAS = ()
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [IBUG_300W_DEFAULT]

@@ -78,6 +78,9 @@ def _configs() -> list[FashionaiConfig]:
 class FashionaiKeypoints(tfds.core.GeneratorBasedBuilder):
   """FashionAI: 24 garment keypoints over five categories, one garment an image."""
 
+  # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
+  METRIC = 'fashionai_ne'
+  EVAL_EXTRAS = ('category',)
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = _configs()

@@ -61,6 +61,9 @@ DEFAULT = KaggleFacesConfig(
 class KaggleFacialKeypoints(tfds.core.GeneratorBasedBuilder):
   """96x96 grey face crops with up to 15 keypoints."""
 
+  # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
+  METRIC = 'rmse'
+  EVAL_EXTRAS = ()
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [DEFAULT]

@@ -19,7 +19,7 @@ Each json file is a list with one entry per person:
 
 Conversions:
   * Joint and centre coordinates are 1-based MATLAB pixels; 1 is subtracted
-    so that they follow the 0-based convention of DESIGN.md.
+    so that they follow the 0-based convention of docs/conventions.md.
   * `joints_vis` 1 -> visibility 2, 0 -> 0 (stored as (0, 0)): the json keeps
     no occluded flag, so every labelled joint counts as visible.
   * `bbox` is the square of side `scale * 200` centred on the 0-based
@@ -91,6 +91,9 @@ DEFAULT = MpiiConfig(
 class MpiiHumanPose(tfds.core.GeneratorBasedBuilder):
   """MPII Human Pose: single-image multi-person 2D poses, 16 joints."""
 
+  # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
+  METRIC = 'pckh'
+  EVAL_EXTRAS = ('head_box',)
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [DEFAULT]

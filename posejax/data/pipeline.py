@@ -16,74 +16,27 @@ without replaying the augmentation of the steps before it.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from posejax import geometry
 from posejax import keypoints as keypoints_lib
 
-# Per-instance record fields that evaluation examples carry unchanged, when the
-# dataset has them: the metrics need them (PCKh head boxes, the FashionAI
-# garment category, the WFLW attribute flags) and training never does.
-EVAL_EXTRAS = ('head_box', 'category', 'attributes')
-
-# COCO category of the detections used as boxes (`config.eval.boxes`).
-PERSON_CATEGORY_ID = 1
-
-
 # ---------------------------------------------------------------- geometry
-
-def _fix_aspect(w, h, aspect_ratio: float):
-  """Grows the short side so that w / h == aspect_ratio."""
-  wide = w > aspect_ratio * h
-  return tf.stack([tf.where(wide, w, h * aspect_ratio),
-                   tf.where(wide, w / aspect_ratio, h)])
-
+# The crop itself is posejax/geometry.py's (shared with prediction); here it is
+# built with TensorFlow ops inside tf.data and applied to images and points.
 
 def box_to_center_scale(bbox, aspect_ratio: float, padding: float):
-  """(x, y, w, h) -> centre (2,) and crop size (2,) in image pixels.
-
-  The crop keeps the network input's aspect ratio (w / h) by growing the short
-  side, then is enlarged by `padding` (1.25 in HRNet/SimpleBaselines) so that
-  limbs at the box border keep some context.
-  """
-  bbox = tf.cast(bbox, tf.float32)
-  x, y, w, h = tf.unstack(bbox)
-  center = tf.stack([x + 0.5 * w, y + 0.5 * h])
-  return center, _fix_aspect(w, h, aspect_ratio) * padding
+  return geometry.box_to_center_scale(tf.cast(bbox, tf.float32), aspect_ratio,
+                                      padding, xp=tf)
 
 
 def crop_matrix(center, scale, rotation_deg, output_size, flip=False):
-  """3x3 matrix taking image pixels to input pixels (0-based pixel centres).
-
-  The crop of size `scale` centred on `center` fills the output exactly: its
-  edges land on the output's pixel edges (-0.5 and W - 0.5). The crop is
-  rotated by `rotation_deg` about its centre and, if `flip`, mirrored.
-  """
-  out_h, out_w = output_size
-  center = tf.cast(center, tf.float32)
-  scale = tf.cast(scale, tf.float32)
-  theta = tf.cast(rotation_deg, tf.float32) * (math.pi / 180.0)
-  cos, sin = tf.cos(theta), tf.sin(theta)
-  sx = out_w / scale[0]
-  sy = out_h / scale[1]
-  mirror = tf.where(tf.cast(flip, tf.bool), -1.0, 1.0)
-  # x_out = (W-1)/2 + mirror * sx * (cos*dx + sin*dy)
-  # y_out = (H-1)/2 +          sy * (-sin*dx + cos*dy),   d = p - center
-  a = tf.stack([mirror * sx * cos, mirror * sx * sin])
-  b = tf.stack([-sy * sin, sy * cos])
-  tx = (out_w - 1) / 2.0 - tf.tensordot(a, center, 1)
-  ty = (out_h - 1) / 2.0 - tf.tensordot(b, center, 1)
-  return tf.stack([
-      tf.concat([a, [tx]], 0),
-      tf.concat([b, [ty]], 0),
-      tf.constant([0.0, 0.0, 1.0]),
-  ])
+  return geometry.crop_matrix(
+      tf.cast(center, tf.float32), tf.cast(scale, tf.float32),
+      tf.cast(rotation_deg, tf.float32), output_size, tf.cast(flip, tf.bool),
+      xp=tf)
 
 
 def warp_image(image, matrix, output_size):
@@ -128,7 +81,7 @@ def _half_body_box(keypoints, visibility, spec, aspect_ratio, upper_first):
   big = 1e9
   lo = tf.reduce_min(tf.where(chosen[:, None], keypoints, big), 0)
   hi = tf.reduce_max(tf.where(chosen[:, None], keypoints, -big), 0)
-  scale = _fix_aspect(hi[0] - lo[0], hi[1] - lo[1], aspect_ratio)
+  scale = geometry.fix_aspect(hi[0] - lo[0], hi[1] - lo[1], aspect_ratio, xp=tf)
   ok = (n >= 2) & tf.reduce_all(scale > 0)
   return ok, center, scale * 1.5
 
@@ -184,7 +137,7 @@ def _is_person_instance(instance):
           & (bbox[..., 2] > 1) & (bbox[..., 3] > 1))
 
 
-def _make_example(instance, seed, config, spec, train: bool):
+def _make_example(instance, seed, config, spec, train: bool, eval_extras=()):
   input_size = tuple(config.input.size)
   aspect_ratio = input_size[1] / input_size[0]
   center, scale = box_to_center_scale(
@@ -219,7 +172,7 @@ def _make_example(instance, seed, config, spec, train: bool):
     # The annotation as recorded, so that metrics compare in image pixels
     # without a round trip through the crop.
     example['gt_keypoints'] = instance['keypoints']
-    example.update({k: instance[k] for k in EVAL_EXTRAS if k in instance})
+    example.update({k: instance[k] for k in eval_extras})
   return example
 
 
@@ -235,10 +188,10 @@ def _options():
   options.deterministic = True
   # No autotuning: `AUTOTUNE` parallelism then means one call per core, which
   # is what a CPU-bound crop pipeline wants anyway. The autotuner's model
-  # thread re-optimises this pipeline's model every so often, at up to two
-  # cores for tens of seconds per pass on the quickstart, taken from the train
-  # step; and an iterator waits for its pass in flight to finish before it
-  # can be destroyed (seen as a 50 s pause after the final eval).
+  # thread re-optimises this pipeline's model every so often, on up to two
+  # cores, time taken from the train step; and an iterator waits for its pass
+  # in flight to finish before it can be destroyed (seen as a long pause after
+  # the quickstart's final eval; README.md, Results).
   options.autotune.enabled = False
   return options
 
@@ -264,7 +217,7 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   `train.global_batch_size // process_count`; batch b of the stream is the one
   the train step `start_step + b` consumes.
   """
-  spec = keypoints_lib.get_spec(config.dataset.keypoints)
+  spec = keypoints_lib.get_spec(builder.builder_config.keypoints)
   local_batch = config.train.global_batch_size // process_count
   split = _process_split(config.dataset.train_split, process_index, process_count)
   num_instances = count_instances(builder, split)
@@ -298,78 +251,6 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   ds = stream.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(config.input.prefetch).with_options(_options())
-
-
-def detection_file(config) -> str | None:
-  """The person-detection results file of `config.eval.boxes`, or None.
-
-  'ground_truth' (the default) means the annotated boxes. Any other value is
-  the path of a COCO detection results file; a relative path is taken
-  relative to `dataset.manual_dir`, where the recipes expect it.
-  """
-  boxes = config.eval.get('boxes', 'ground_truth') or 'ground_truth'
-  if boxes == 'ground_truth':
-    return None
-  path = os.path.expanduser(boxes)
-  if not os.path.isabs(path):
-    path = os.path.join(os.path.expanduser(config.dataset.get('manual_dir') or ''), path)
-  return path
-
-
-def load_detections(path: str, score_threshold: float = 0.0
-                    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-  """Person boxes of a COCO detection results file, by image id.
-
-  The file is a json list of `{"image_id", "category_id", "bbox": [x, y, w,
-  h], "score"}` (the COCO results format, e.g. the official HRNet
-  COCO_val2017_detections_AP_H_56_person.json). Kept: category 1 (person)
-  with score >= `score_threshold` (TEST.IMAGE_THRE of the official code, 0.0)
-  and a box of positive width and height, in file order.
-
-  Returns:
-    image id -> (boxes (n, 4) float32, scores (n,) float32).
-
-  Raises:
-    FileNotFoundError: no such file.
-    ValueError: the file is not a list of such entries.
-  """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'eval.boxes: no detection results file at {path}. Set '
-        '--config.eval.boxes to the file (relative paths are taken from '
-        'dataset.manual_dir; the official HRNet person detections, '
-        'COCO_val2017_detections_AP_H_56_person.json, are linked from '
-        'github.com/leoxiaobin/deep-high-resolution-net.pytorch under "Data '
-        "preparation\"), or to 'ground_truth' for the annotated boxes.")
-  with open(path) as f:
-    try:
-      entries = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid json: {e}') from None
-  fields = ('image_id', 'category_id', 'bbox', 'score')
-  if not isinstance(entries, list) or any(
-      not isinstance(e, dict) or any(k not in e for k in fields) for e in entries):
-    raise ValueError(
-        f'{path} should be a COCO detection results file: a json list of '
-        f'{{{", ".join(fields)}}} entries.')
-  by_image: dict[int, list] = {}
-  degenerate = 0
-  for e in entries:
-    if e['category_id'] != PERSON_CATEGORY_ID or e['score'] < score_threshold:
-      continue
-    box = np.asarray(e['bbox'], np.float32)
-    if box.shape != (4,) or not np.all(np.isfinite(box)) or min(box[2], box[3]) <= 0:
-      degenerate += 1  # no crop can be made of it
-      continue
-    by_image.setdefault(int(e['image_id']), []).append((box, e['score']))
-  if degenerate:
-    logging.warning('%s: skipped %d person detection(s) without a positive '
-                    'finite box.', path, degenerate)
-  return {
-      image_id: (np.stack([b for b, _ in dets]),
-                 np.asarray([s for _, s in dets], np.float32))
-      for image_id, dets in by_image.items()
-  }
 
 
 def _detection_instances(records: tf.data.Dataset, detections: dict,
@@ -413,61 +294,26 @@ def _detection_instances(records: tf.data.Dataset, detections: dict,
 
 
 def eval_dataset(builder, config, split: str | None = None, *,
-                 ground_truth_boxes: bool = False) -> tf.data.Dataset:
+                 detections: dict | None = None) -> tf.data.Dataset:
   """Every scored instance of the eval split once, in a fixed order, unaugmented.
 
-  With `config.eval.boxes` = 'ground_truth' an instance is an annotated
-  object (as in training); with a detection results file it is a person
-  detection (`load_detections`). Batches of `eval.batch_size`, the last one
-  short. Besides the training fields, examples carry `gt_keypoints` (the
-  annotation in image pixels) and the dataset's EVAL_EXTRAS.
-  `ground_truth_boxes` ignores eval.boxes (the validation loss needs the
-  annotated instances).
+  Without `detections` an instance is an annotated object (as in training);
+  with them (image id -> (boxes, scores), `evaluation.detections`) it is one
+  detection box. Batches of `eval.batch_size`, the last one short. Besides
+  the training fields, examples carry `gt_keypoints` (the annotation in image
+  pixels) and the fields the builder names in EVAL_EXTRAS (`posejax/data`).
   """
-  spec = keypoints_lib.get_spec(config.dataset.keypoints)
-  split = split or config.dataset.eval_split
-  path = None if ground_truth_boxes else detection_file(config)
-  if path is None:
-    instances = _records(builder, split).flat_map(_explode_instances).filter(
-        _is_person_instance)
-  else:
-    detections = load_detections(path, config.eval.get('box_score_threshold', 0.0))
-    instances = _detection_instances(_records(builder, split), detections,
-                                     spec.num_keypoints)
-  ds = instances.map(
-      lambda inst: _make_example(inst, tf.constant([0, 0], tf.int64), config, spec, False),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(config.eval.batch_size).prefetch(2).with_options(_options())
-  return ds
-
-
-def ground_truth(builder, split: str) -> dict:
-  """The split's annotations as an in-memory COCO dict, for pycocotools."""
   spec = keypoints_lib.get_spec(builder.builder_config.keypoints)
-  images, annotations = [], []
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()})
-  for record in ds.as_numpy_iterator():
-    image_id = int(record['image/id'])
-    images.append({'id': image_id})
-    objs = record['objects']
-    for i in range(len(objs['id'])):
-      kps = np.concatenate(
-          [objs['keypoints'][i], objs['visibility'][i][:, None]], axis=1)
-      annotations.append({
-          'id': int(objs['id'][i]),
-          'image_id': image_id,
-          'category_id': 1,
-          'bbox': [float(v) for v in objs['bbox'][i]],
-          'area': float(objs['area'][i]),
-          'iscrowd': int(objs['iscrowd'][i]),
-          'num_keypoints': int(objs['num_keypoints'][i]),
-          'keypoints': [float(v) for v in kps.reshape(-1)],
-      })
-  return {
-      'images': images,
-      'annotations': annotations,
-      'categories': [{'id': 1, 'name': 'person', 'supercategory': 'person',
-                      'keypoints': list(spec.keypoint_names),
-                      'skeleton': [[a + 1, b + 1] for a, b in spec.skeleton]}],
-  }
+  split = split or config.dataset.eval_split
+  records = _records(builder, split)
+  if detections is None:
+    instances = records.flat_map(_explode_instances).filter(_is_person_instance)
+    eval_extras = builder.EVAL_EXTRAS
+  else:
+    instances = _detection_instances(records, detections, spec.num_keypoints)
+    eval_extras = ()  # a detection is no annotated object
+  ds = instances.map(
+      lambda inst: _make_example(inst, tf.constant([0, 0], tf.int64), config, spec,
+                                 False, eval_extras),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(config.eval.batch_size).prefetch(2).with_options(_options())

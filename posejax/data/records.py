@@ -1,7 +1,7 @@
 """What every keypoint builder does the same way: images, objects, rejections.
 
 The builders differ in how they parse their upstream format; they agree on
-the record schema (DESIGN.md) and on how bad input is treated. A row that
+the record schema (docs/conventions.md) and on how bad input is treated. A row that
 cannot become a valid object raises `Rejected` with a short, fixed reason; the
 builder hands it to `Rejections`, which logs where it was (file and row) and,
 at the end of the split, one warning per reason with its count and the first

@@ -737,9 +737,7 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def coco_categories() -> list[dict]:
-  return [dict(id=1, name='person', supercategory='person',
-               keypoints=list(_SPEC.keypoint_names),
-               skeleton=[[a + 1, b + 1] for a, b in _SPEC.skeleton])]
+  return [_SPEC.coco_category()]
 
 
 def _json_number(x: float):

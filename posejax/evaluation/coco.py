@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from posejax.evaluation import pck
 from posejax.keypoints import KeypointSpec
 
 # Order of `COCOeval.stats` for iouType='keypoints' (see `_summarizeKps`): all
@@ -284,3 +285,19 @@ def oks_nms(results_for_one_image: Sequence[Mapping[str, Any]],
     oks = np.mean(np.exp(-sq_dist / variances / scale / 2), axis=-1)
     order = rest[oks <= threshold]
   return keep
+
+
+def score(predictions, spec: KeypointSpec, ground_truth) -> dict[str, float]:
+  """The 'coco' metric of `evaluate`: pycocotools OKS AP/AR, and box PCK@0.1.
+
+  `ground_truth()` gives the eval split's annotations as a COCO dict: AP is
+  computed against every annotation, so that missed people count. With
+  annotated boxes (one prediction per annotation) PCK@0.1 normalised by the
+  box is added.
+  """
+  metrics = coco_keypoint_metrics(ground_truth(), predictions.coco_results, spec)
+  if predictions.ground_truth_boxes:
+    metrics['PCK@0.1'] = pck.box_pck(predictions.keypoints, predictions.gt_keypoints,
+                                     predictions.visibility, predictions.bbox,
+                                     0.1)['mean']
+  return metrics

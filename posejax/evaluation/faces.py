@@ -250,3 +250,37 @@ def kaggle_rmse(pred: np.ndarray,
     per_keypoint = np.sqrt(squared.sum(axis=0) / per_count)
   rmse = float(np.sqrt(squared.sum() / count)) if count else float('nan')
   return {'rmse': rmse, 'count': count, 'per_keypoint': per_keypoint}
+
+
+def score_nme(predictions, spec, ground_truth) -> dict[str, float]:
+  """The 'nme' metric of `evaluate`: NME and FR@0.1 in percent, AUC@0.1.
+
+  On WFLW (predictions with `extras['attributes']`) also per attribute
+  subset ('NME/pose', 'FR@0.1/pose', ...). The eye corners follow the
+  landmark count (EYE_CORNERS_BY_NUM_LANDMARKS).
+  """
+  del spec, ground_truth
+  subsets = None
+  if 'attributes' in predictions.extras:
+    flags = predictions.extras['attributes']
+    subsets = {name: flags[:, i] > 0
+               for i, name in enumerate(keypoints_lib.WFLW_ATTRIBUTES)}
+  nme = face_nme(predictions.keypoints, predictions.gt_keypoints,
+                 visibility=predictions.visibility, subsets=subsets)
+  metrics = {}
+  for suffix, summary in [('', nme)] + [(f'/{k}', v) for k, v in nme['subsets'].items()]:
+    metrics[f'NME{suffix}'] = 100.0 * summary['nme']
+    metrics[f'FR@0.1{suffix}'] = 100.0 * summary['failure_rate']
+    metrics[f'AUC@0.1{suffix}'] = summary['auc']
+  return metrics
+
+
+def score_rmse(predictions, spec, ground_truth) -> dict[str, float]:
+  """The 'rmse' metric of `evaluate`: RMSE and RMSE/<keypoint>, in pixels."""
+  del ground_truth
+  rmse = kaggle_rmse(predictions.keypoints, predictions.gt_keypoints,
+                     predictions.visibility)
+  metrics = {'RMSE': rmse['rmse']}
+  metrics.update({f'RMSE/{name}': v for name, v in
+                  zip(spec.keypoint_names, rmse['per_keypoint'])})
+  return metrics

@@ -148,3 +148,15 @@ def fashionai_ne(pred: np.ndarray,
       c: summary(categories == c) for c in sorted(set(categories.tolist()))
   }
   return out
+
+
+def score(predictions, spec, ground_truth) -> dict[str, float]:
+  """The 'fashionai_ne' metric of `evaluate`: NE and NE/<category>, percent."""
+  del spec, ground_truth
+  categories = np.asarray(keypoints_lib.FASHIONAI_CATEGORIES)[
+      predictions.extras['category']]
+  ne = fashionai_ne(predictions.keypoints, predictions.gt_keypoints,
+                    predictions.visibility, categories)
+  metrics = {'NE': ne['NE']}
+  metrics.update({f'NE/{c}': v['NE'] for c, v in ne['per_category'].items()})
+  return metrics

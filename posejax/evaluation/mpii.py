@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from absl import logging
 import numpy as np
 
 from posejax import keypoints as keypoints_lib
@@ -170,3 +171,31 @@ def mpii_pckh(pred: np.ndarray,
                           mean_excluded)
       for t in thresholds
   }
+
+
+def score(predictions, spec, ground_truth) -> dict[str, float]:
+  """The 'pckh' metric of `evaluate`: PCKh@0.5 and @0.1 from `extras['head_box']`.
+
+  Official means (`PCKh@0.5`), per group (`PCKh@0.5/Wrist`) and over all
+  joints (`PCKh@0.5/Mean_all`). People without a head box are not scored.
+  """
+  del spec, ground_truth  # the layout is MPII's; the predictions carry the truth
+  head_boxes = predictions.extras.get('head_box')
+  known = (np.all(np.isfinite(head_boxes), axis=1) if head_boxes is not None
+           else np.zeros(len(predictions), bool))
+  if not known.any():
+    raise ValueError(
+        'PCKh needs head boxes, and no evaluated person has one (MPII: put '
+        'gt_valid.mat in <manual_dir>/annot/ and rebuild the records).')
+  if not known.all():
+    logging.warning('PCKh: %d of %d people have no head box and are not '
+                    'scored.', int((~known).sum()), len(known))
+  scored = predictions.take(known)
+  tables = mpii_pckh(scored.keypoints, scored.gt_keypoints, scored.visibility,
+                     head_boxes[known], (0.5, 0.1))
+  metrics = {}
+  for name, table in tables.items():
+    metrics[name] = table['Mean']
+    metrics.update({f'{name}/{group}': table[group] for group in MPII_GROUPS})
+    metrics[f'{name}/Mean_all'] = table['Mean_all']
+  return metrics

@@ -1,7 +1,13 @@
-"""Pose networks: `config.model.name` -> Linen module class.
+"""Pose networks: `config.model.name` -> the network's entry in `NETWORKS`.
 
 Every network takes NHWC float images (see `common.model_inputs`) and
 returns a list of float32 heatmap tensors, one per supervised stage.
+
+Adding a network: its module (a Linen class with a `num_keypoints` field and
+a `dtype`, returning the list above) and one `NETWORKS` entry; `build_model`,
+the summary, the benchmark and every recipe's `smoke` variant read it from
+there. To import its PyTorch checkpoints, add its layout to
+posejax/import_torch.py.
 """
 
 from __future__ import annotations
@@ -22,19 +28,50 @@ from posejax.models.hrnet import HRNet
 from posejax.models.simple_baseline import SIMPLE_BASELINE_PRESETS
 from posejax.models.simple_baseline import SimpleBaseline
 
-MODELS: dict[str, type[nn.Module]] = {
-    'hrnet': HRNet,
-    'simple_baseline': SimpleBaseline,
-    'hourglass': StackedHourglass,
-    'cpm': CPM,
-}
+# ((height, width), keypoints).
+InputSpec = tuple[tuple[int, int], int]
 
-# Named bundles of constructor fields, applied before the config's own fields.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    'hrnet': HRNET_PRESETS,
-    'simple_baseline': SIMPLE_BASELINE_PRESETS,
-    'hourglass': HOURGLASS_PRESETS,
-    'cpm': CPM_PRESETS,
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """What posejax needs to know about one network family."""
+
+  module: type[nn.Module]
+  # Named bundles of constructor fields (`config.model.preset`), applied
+  # before the config's own fields.
+  presets: Mapping[str, Mapping[str, Any]]
+  # The input and keypoints it is usually trained with: the default of
+  # `posejax.models.summary` and `posejax.benchmark`.
+  usual_input: InputSpec
+  # Constructor fields that keep its structure (stages, heads, strides) at a
+  # few channels: the recipes' `smoke` variant (config_lib.smoke).
+  smoke: Mapping[str, Any]
+  # Presets usually trained at another input than `usual_input`.
+  preset_inputs: Mapping[str, InputSpec] = dataclasses.field(
+      default_factory=dict)
+
+  def usual(self, preset: str | None = None) -> InputSpec:
+    """The usual input of the network with `preset`."""
+    return self.preset_inputs.get(preset, self.usual_input)
+
+
+NETWORKS: dict[str, Network] = {
+    'hrnet': Network(
+        HRNet, HRNET_PRESETS, usual_input=((256, 192), 17),
+        preset_inputs={'v2_w18': ((256, 256), 98)},  # WFLW faces
+        smoke=dict(stem_width=8, stage1_blocks=1, widths=(8, 16),
+                   num_modules=(1,), num_blocks=1)),
+    'simple_baseline': Network(
+        SimpleBaseline, SIMPLE_BASELINE_PRESETS, usual_input=((256, 192), 17),
+        smoke=dict(width=4, deconv_features=(8, 8, 8))),
+    'hourglass': Network(
+        StackedHourglass, HOURGLASS_PRESETS,
+        usual_input=((256, 256), 16),  # MPII
+        smoke=dict(num_stacks=1, features=8, depth=1)),
+    'cpm': Network(
+        CPM, CPM_PRESETS, usual_input=((256, 192), 17),
+        smoke=dict(num_stages=2, feat_channels=8, middle_channels=8,
+                   stem_channels=8, stem_hidden_channels=16)),
 }
 
 DTYPES = {
@@ -73,10 +110,11 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
   """Builds the network described by `config.model`.
 
   Args:
-    model_config: ConfigDict or dict with `name` (a key of `MODELS`), `dtype`
-      ('float32' or 'bfloat16', default 'float32'), optional `preset` (a key
-      of `PRESETS[name]`, applied first) and any constructor fields of the
-      model class (see `model_fields`), which override the preset.
+    model_config: ConfigDict or dict with `name` (a key of `NETWORKS`),
+      `dtype` ('float32' or 'bfloat16', default 'float32'), optional `preset`
+      (a key of `NETWORKS[name].presets`, applied first) and any constructor
+      fields of the model class (see `model_fields`), which override the
+      preset.
     num_keypoints: heatmap channels, from the dataset's `KeypointSpec`.
 
   Returns:
@@ -88,17 +126,18 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
   """
   config = _as_dict(model_config)
   name = config.get('name')
-  if name not in MODELS:
+  if name not in NETWORKS:
     raise ValueError(
         f'Unknown model name {name!r} in config.model.name; known models: '
-        f'{sorted(MODELS)}.')
-  model_cls = MODELS[name]
+        f'{sorted(NETWORKS)}.')
+  network = NETWORKS[name]
+  model_cls = network.module
   valid = model_fields(model_cls)
 
   kwargs: dict[str, Any] = {}
   preset = config.get('preset')
   if preset is not None:
-    presets = PRESETS.get(name, {})
+    presets = network.presets
     if preset not in presets:
       raise ValueError(
           f'Unknown preset {preset!r} for model {name!r} in '
@@ -128,8 +167,6 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
 
 
 __all__ = [
-    'CPM', 'CPM_PRESETS', 'DTYPES', 'HOURGLASS_PRESETS', 'HRNET_PRESETS',
-    'HRNet', 'MODELS',
-    'PRESETS', 'SIMPLE_BASELINE_PRESETS', 'SimpleBaseline',
+    'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network', 'SimpleBaseline',
     'StackedHourglass', 'build_model', 'model_fields', 'normalize_images',
 ]

@@ -239,11 +239,11 @@ def materialize(x: jax.Array) -> jax.Array:
   reads, the next residual add) recomputes the stream back to the last value
   it could not fuse: the cost grows with the square of the depth. An
   optimization barrier stops fusion at the activation, which the convolution
-  reads from memory anyway. `import posejax` keeps barriers until fusion on
-  CPU (`--xla_disable_hlo_passes=cse_barrier_expander`); with barriers on
-  every ReLU, HRNet-W32's train step at 128x96, batch 4, went from 2.1 s to
-  0.93 s and its compilation from 174 s to 81 s (2-core x86). Other backends
-  fuse differently and get `x` unchanged.
+  reads from memory anyway: the CPU train step and its compilation get much
+  faster (measured in README.md, "CPU speed"). `import posejax` keeps
+  barriers until fusion on CPU
+  (`--xla_disable_hlo_passes=cse_barrier_expander`). Other backends fuse
+  differently and get `x` unchanged.
   """
   if jax.default_backend() != 'cpu':
     return x
@@ -266,6 +266,11 @@ def _forward_barrier_bwd(_, g):
 
 
 _forward_barrier.defvjp(_forward_barrier_fwd, _forward_barrier_bwd)
+
+
+def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
+  """Nearest-neighbour upsampling of NHWC by an integer factor (PyTorch's)."""
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
 def needs_downsample(in_features: int, planes: int, strides: int,

@@ -163,11 +163,6 @@ class Residual(nn.Module):
     return y + residual
 
 
-def _upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
-  """Nearest-neighbour upsampling of NHWC by an integer factor (PyTorch's)."""
-  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
 class Hourglass(nn.Module):
   """One hourglass of `depth` levels on `features` channels.
 
@@ -191,7 +186,7 @@ class Hourglass(nn.Module):
     else:
       low = Residual(self.features, dtype=self.dtype, name='low2')(low, train)
     low = Residual(self.features, dtype=self.dtype, name='low3')(low, train)
-    return up1 + _upsample_nearest(low, 2)
+    return up1 + common.upsample_nearest(low, 2)
 
 
 class Merge(nn.Module):

@@ -69,11 +69,6 @@ HEADS = ('single', 'concat')
 UPSAMPLINGS = ('nearest', 'bilinear')
 
 
-def _upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
-  """Nearest-neighbour upsampling of NHWC by an integer factor (PyTorch's)."""
-  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
 def _upsample_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """Bilinear resize of NHWC to `size` (height, width), as PyTorch's.
 
@@ -140,7 +135,7 @@ class HighResolutionModule(nn.Module):
             # To branch i's exact size, as the original's F.interpolate.
             z = _upsample_bilinear(z, xs[i].shape[1:3])
           else:
-            z = _upsample_nearest(z, 2**(j - i))
+            z = common.upsample_nearest(z, 2**(j - i))
           if z.shape[1:3] != xs[i].shape[1:3]:
             raise ValueError(
                 f'{self.name}: branch {j} upsampled to {z.shape[1:3]} does '

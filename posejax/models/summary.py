@@ -4,9 +4,9 @@ r"""Parameter counts, forward FLOPs and output shapes of the pose networks.
   python -m posejax.models.summary --model=hrnet:w48 --input=384x288
   python -m posejax.models.summary --model=cpm --keypoints=16 --flops=hlo
 
-With no `--model`, prints one table row per network and preset registered in
-`models.PRESETS` (one row for a network without presets), each at its usual
-input (`DEFAULT_INPUTS`), row by row as they are measured.
+With no `--model`, prints one table row per network and preset of
+`models.NETWORKS` (one row for a network without presets), each at its usual
+input (`Network.usual`), row by row as they are measured.
 
 FLOPs are XLA's cost analysis of the jitted eval-mode forward for one image:
 `--flops=compiled` (default) reads the optimised executable, which on a CPU
@@ -34,15 +34,8 @@ import numpy as np
 
 from posejax import models
 
-# (height, width) and keypoints each network is usually trained with; a
-# (name, preset) entry overrides the name's.
-DEFAULT_INPUTS: dict[Any, tuple[tuple[int, int], int]] = {
-    'hrnet': ((256, 192), 17),
-    'simple_baseline': ((256, 192), 17),
-    'hourglass': ((256, 256), 16),  # MPII
-    'cpm': ((256, 192), 17),
-    ('hrnet', 'v2_w18'): ((256, 256), 98),  # WFLW faces
-}
+# For a name that is not in `models.NETWORKS` (building it then fails with
+# the known names).
 FALLBACK_INPUT = ((256, 192), 17)
 
 FLOPS_MODES = ('compiled', 'hlo', 'none')
@@ -86,16 +79,15 @@ def parse_input_size(text: str) -> tuple[int, int]:
 def default_input(name: str,
                   preset: str | None) -> tuple[tuple[int, int], int]:
   """The usual ((height, width), num_keypoints) of a network and preset."""
-  return DEFAULT_INPUTS.get(
-      (name, preset), DEFAULT_INPUTS.get(name, FALLBACK_INPUT))
+  network = models.NETWORKS.get(name)
+  return network.usual(preset) if network else FALLBACK_INPUT
 
 
 def registered_specs() -> list[str]:
-  """'name:preset' for every preset in `models.PRESETS`, 'name' if none."""
+  """'name:preset' for every preset in `models.NETWORKS`, 'name' if none."""
   specs = []
-  for name in models.MODELS:
-    presets = models.PRESETS.get(name) or {}
-    specs.extend([f'{name}:{p}' for p in presets] or [name])
+  for name, network in models.NETWORKS.items():
+    specs.extend([f'{name}:{p}' for p in network.presets] or [name])
   return specs
 
 
@@ -147,7 +139,7 @@ def summarize(spec: str,
   """Parameters, output shapes and forward FLOPs of 'name[:preset]'.
 
   Args:
-    spec: a key of `models.MODELS`, optionally ':' and a preset name.
+    spec: a key of `models.NETWORKS`, optionally ':' and a preset name.
     input_size: (height, width); default from `default_input`.
     num_keypoints: heatmap channels; default from `default_input`.
     flops: 'compiled', 'hlo' or 'none' (see the module docstring).

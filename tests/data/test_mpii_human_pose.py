@@ -175,8 +175,8 @@ def test_partial_manual_dir_names_the_missing_files(tmp_path):
     data.get_builder(_config(str(tmp_path / 'tfds'), str(manual)))
 
 
-def test_keypoint_layout_must_match_the_builder(tmp_path):
-  cfg = _config(str(tmp_path), str(tmp_path))
-  cfg.keypoints = 'coco'
-  with pytest.raises(ValueError, match="keypoints=mpii"):
-    data.get_builder(cfg)
+def test_keypoint_layout_comes_from_the_builder(tmp_path):
+  from posejax import keypoints
+  builder = data.get_builder(_config(str(tmp_path), str(tmp_path)), prepare=False)
+  assert data.keypoint_spec(builder) is keypoints.MPII
+  assert type(builder).METRIC == 'pckh' and type(builder).EVAL_EXTRAS == ('head_box',)

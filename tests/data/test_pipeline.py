@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from posejax import predict
+from posejax import geometry
 from posejax.data import pipeline
 
 
@@ -47,8 +47,8 @@ def test_box_crop_maps_back_with_the_inverse():
     assert scale[0] >= boxes[n, 2] * 1.25 - 1e-4 and scale[1] >= boxes[n, 3] * 1.25 - 1e-4
     matrix = pipeline.crop_matrix(center, scale, 0.0, (128, 96))
     moved = pipeline.transform_points(tf.constant(points[n]), matrix).numpy()
-    back = predict.input_to_image(moved[None], center.numpy()[None],
-                                  scale.numpy()[None], (128, 96))[0]
+    back = geometry.input_to_image(moved[None], center.numpy()[None],
+                                   scale.numpy()[None], (128, 96))[0]
     np.testing.assert_allclose(back, points[n], atol=1e-3)
   # The padded box edges land on the input's pixel edges.
   center, scale = pipeline.box_to_center_scale(np.array([0, 0, 96, 128], np.float32), 0.75, 1.0)

@@ -73,8 +73,8 @@ def test_defaults_and_parsing():
   specs = summary.registered_specs()
   assert 'cpm:cpm6' in specs and 'hrnet:v2_w18' in specs
   # One row per registered preset, whatever networks exist.
-  assert len(specs) == sum(max(len(models.PRESETS.get(n) or {}), 1)
-                           for n in models.MODELS)
+  assert len(specs) == sum(max(len(n.presets), 1)
+                           for n in models.NETWORKS.values())
   with pytest.raises(ValueError, match='preset'):
     summary.summarize('cpm:cpm7', flops='none')
 

@@ -1,0 +1,81 @@
+"""Crop geometry: instance box -> centre/scale, the crop matrix and its inverse.
+
+The one definition of how a top-down crop relates image pixels to network
+input pixels, used by the tf.data pipeline (which warps images with it) and
+by prediction (which maps keypoints back to the image). Points are (x, y) in
+0-based pixels, the centre of the top-left pixel at (0, 0) (docs/conventions.md).
+
+The functions that the pipeline runs inside tf.data take an array namespace
+`xp`, numpy (the default) or tensorflow: both provide the few functions used
+here (`stack`, `where`, `cos`, `sin`, `tensordot`) under the same names, so
+the same expressions build the crop in either, and this module imports
+neither TensorFlow nor JAX. Callers pass float32 arrays (and a bool `flip`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def fix_aspect(w, h, aspect_ratio: float, xp=np):
+  """(w, h) grown on the short side so that w / h == aspect_ratio."""
+  wide = w > aspect_ratio * h
+  return xp.stack([xp.where(wide, w, h * aspect_ratio),
+                   xp.where(wide, w / aspect_ratio, h)])
+
+
+def box_to_center_scale(bbox, aspect_ratio: float, padding: float, xp=np):
+  """(x, y, w, h) -> centre (2,) and crop size (2,) in image pixels.
+
+  The crop keeps the network input's aspect ratio (w / h) by growing the short
+  side, then is enlarged by `padding` (1.25 in HRNet/SimpleBaselines) so that
+  limbs at the box border keep some context.
+  """
+  x, y, w, h = bbox[0], bbox[1], bbox[2], bbox[3]
+  center = xp.stack([x + 0.5 * w, y + 0.5 * h])
+  return center, fix_aspect(w, h, aspect_ratio, xp) * padding
+
+
+def crop_matrix(center, scale, rotation_deg, output_size, flip=False, xp=np):
+  """3x3 matrix taking image pixels to input pixels.
+
+  The crop of size `scale` (w, h) centred on `center` fills an output of
+  `output_size` (height, width) exactly: its edges land on the output's pixel
+  edges (-0.5 and W - 0.5). The crop is rotated by `rotation_deg` about its
+  centre and, if `flip`, mirrored:
+
+    x_out = (W-1)/2 + mirror * sx * ( cos*dx + sin*dy)
+    y_out = (H-1)/2 +          sy * (-sin*dx + cos*dy),   d = p - center
+
+  with sx = W / scale_w and sy = H / scale_h.
+  """
+  out_h, out_w = output_size
+  theta = rotation_deg * (math.pi / 180.0)
+  cos, sin = xp.cos(theta), xp.sin(theta)
+  sx = out_w / scale[0]
+  sy = out_h / scale[1]
+  mirror = xp.where(flip, -1.0, 1.0)
+  a = xp.stack([mirror * sx * cos, mirror * sx * sin])
+  b = xp.stack([-sy * sin, sy * cos])
+  tx = (out_w - 1) / 2.0 - xp.tensordot(a, center, 1)
+  ty = (out_h - 1) / 2.0 - xp.tensordot(b, center, 1)
+  return xp.stack([
+      xp.stack([a[0], a[1], tx]),
+      xp.stack([b[0], b[1], ty]),
+      xp.stack([0.0, 0.0, 1.0]),
+  ])
+
+
+def input_to_image(keypoints, center, scale, input_size) -> np.ndarray:
+  """Inverse of the unrotated, unflipped `crop_matrix`: input -> image pixels.
+
+  Batched numpy: keypoints (N, K, 2); center, scale (N, 2) in image pixels;
+  input_size (H, W). Solves the matrix's two rows for dx, dy with rotation 0.
+  """
+  out_h, out_w = input_size
+  half = np.array([(out_w - 1) / 2.0, (out_h - 1) / 2.0], np.float32)
+  per_pixel = np.asarray(scale, np.float32) / np.array([out_w, out_h], np.float32)
+  return ((np.asarray(keypoints) - half) * per_pixel[:, None, :]
+          + np.asarray(center, np.float32)[:, None, :])
