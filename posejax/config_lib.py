@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 from typing import AbstractSet, Collection, Iterable, Sequence
 
+from absl import flags
 import ml_collections
+
+from posejax import models
 
 SECTIONS = ('model', 'dataset', 'input', 'codec', 'loss', 'optim', 'train',
             'eval', 'mesh')
@@ -180,7 +183,6 @@ def steps_for_epochs(epochs: float, num_instances: int,
 
 def narrow_model(model_config) -> None:
   """Sets the network's smoke fields (a few channels, the same structure)."""
-  from posejax import models  # Loads Flax only for smoke configs.
   network = models.NETWORKS.get(model_config.name)
   if network is None:
     raise ValueError(f'Unknown model name {model_config.name!r}; known: '
@@ -289,7 +291,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   variant) reaches absl wrapped with its traceback; pass this as
   `app.run(main, flags_parser=parse_flags)`.
   """
-  from absl import flags
   try:
     remaining = flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
