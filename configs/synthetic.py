@@ -7,8 +7,9 @@ boxes and flip test.
   python -m posejax.main --config=configs/synthetic.py --workdir=/tmp/posejax_quickstart
 
 Measured: OKS AP 0.761 (AP50 0.928, PCK@0.1 0.941) on the synthetic val split,
-7 min 45 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2
-(the target is AP >= 0.70 within 10 minutes; see README, Results). At 96x64
+7 min 45 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2;
+AP 0.757 in 2 min 34 s on a 2-core Zen 5 EPYC (the target is AP >= 0.70
+within 10 minutes; see README, Results). At 96x64
 the same network reached 0.681 in 4,800 steps: the thin forearms, two or
 three pixels wide there, cost the wrists most.
 

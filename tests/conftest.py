@@ -23,13 +23,9 @@ import pytest
 
 @pytest.fixture(scope='session')
 def smoke_config():
-  """configs/synthetic.py:smoke, with the data in a session temp dir."""
-  import importlib.util
-  path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'synthetic.py')
-  spec = importlib.util.spec_from_file_location('synthetic_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config
+  """get_config of configs/synthetic.py (e.g. `smoke_config('smoke')`)."""
+  import recipe_configs
+  return lambda variant=None: recipe_configs.load_config('synthetic', variant or '')
 
 
 @pytest.fixture(scope='session')

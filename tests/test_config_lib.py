@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 
 from posejax import config_lib
 from posejax import models
+from recipe_configs import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,14 +26,6 @@ RECIPES = [
     ('hourglass_facial_keypoints', ''),
     ('hrnet_wflw', ''), ('hrnet_wflw', '300w'),
 ]
-
-
-def load_config(name: str, variant: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      f'recipe_{name}', os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant or None)
 
 
 def test_parse_variants_splits_and_checks():

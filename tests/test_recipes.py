@@ -10,7 +10,6 @@ shrunk, so that only tiny models compile.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 
@@ -19,8 +18,8 @@ import numpy as np
 import pytest
 
 import dataset_fixtures
+from recipe_configs import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (config file, variant) of every recipe.
 RECIPES = [
@@ -33,14 +32,6 @@ RECIPES = [
     ('hourglass_facial_keypoints', ''),
     ('hrnet_wflw', ''), ('hrnet_wflw', '300w'),
 ]
-
-def load_config(name: str, variant: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      f'recipe_{name}', os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant or None)
-
 
 @pytest.fixture(scope='module')
 def fixtures(tmp_path_factory):

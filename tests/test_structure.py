@@ -110,8 +110,8 @@ def test_eval_without_checkpoint_says_so_before_building_data(tmp_path):
 
 def test_missing_dataset_and_detections_are_reported_together(tmp_path):
   from posejax import experiment
-  import test_recipes
-  config = test_recipes.load_config('hrnet_coco')
+  from recipe_configs import load_config
+  config = load_config('hrnet_coco')
   config.dataset.update(data_dir=str(tmp_path / 'tfds'), manual_dir='')
   with pytest.raises(experiment.SetupError) as raised:
     experiment.Setup(config)
