@@ -44,11 +44,13 @@ against every annotation. `eval.flip_shift` (the official TEST.SHIFT_HEATMAP)
 is off: it compensates the offset of the official heatmap grid, which
 posejax's heatmaps do not have (posejax/codecs.py); shifting them would move
 the flipped half of every prediction one heatmap pixel (4 input pixels) to the
-right. The `official` variant is for networks trained by the official code:
-it reads their heatmaps on their grid (`codec.grid='official'`, 1.5 input
-pixels from posejax's) and turns the shift on, as their evaluation does.
-With --config.eval.boxes=ground_truth the annotated boxes are used instead
-(the official USE_GT_BBOX).
+right. The `official` variant is for networks trained by the official code
+and reproduces its inference (`config_lib.official_inference`): its crop
+(box centre on input pixel W/2, annotated boxes clipped to the image), its
+heatmap grid (1.5 input pixels from posejax's), its post-processing of the
+heatmaps (`codec.refine='official'`) and the shift. With
+--config.eval.boxes=ground_truth the annotated boxes are used instead (the
+official USE_GT_BBOX).
 """
 
 from __future__ import annotations
@@ -68,7 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = config_lib.parse_variants(
       arg, 'configs/hrnet_coco.py', ('w48', '384x288', 'official', 'smoke'))
   w48, large = 'w48' in variants, '384x288' in variants
-  official = 'official' in variants
   c = config_lib.base_config()
 
   c.dataset.update(
@@ -88,8 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Heatmaps 64x48 (96x72 at 384x288); sigma 2 (3) heatmap pixels.
   c.codec.update(
       sigma=3.0 if large else 2.0,
-      refine='quarter',  # the official quarter-pixel step
-      grid='official' if official else 'centred')
+      refine='quarter')  # the official quarter-pixel step
 
   c.model.update(name='hrnet', preset='w48' if w48 else 'w32')
 
@@ -121,8 +121,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       boxes=DETECTIONS,
       box_score_threshold=0.0,  # TEST.IMAGE_THRE
       oks_nms_threshold=0.9,    # TEST.OKS_THRE
-      flip_shift=official,      # see the docstring
   )
+
+  if 'official' in variants:
+    config_lib.official_inference(c)
 
   if 'smoke' in variants:
     config_lib.smoke(c, SMOKE_INPUT)

@@ -24,7 +24,8 @@ AP. The official checkpoints evaluate with the `official` variant (e.g.
 Evaluation is the official top-down protocol of configs/hrnet_coco.py
 (detections, rescoring, OKS-NMS at 0.9, pycocotools), with flip test; the
 official TEST.SHIFT_HEATMAP is off for the reason given there, and on in the
-`official` variant, which also reads the heatmaps on the official grid.
+`official` variant, which reproduces the official inference (crop, heatmap
+grid, post-processing; `config_lib.official_inference`).
 
 `smoke` (e.g. `:r101,smoke`) runs the recipe's whole path quickly: the same
 structure at a few channels, a 64x64 input, batches of 2, a few steps
@@ -53,7 +54,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = config_lib.parse_variants(
       arg, 'configs/simple_baseline_coco.py', (*DEPTHS, 'official', 'smoke'),
       exclusive=[DEPTHS])
-  official = 'official' in variants
   c = config_lib.base_config()
 
   c.dataset.update(
@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       half_body_prob=0.0,  # half-body augmentation came later, with HRNet
   )
 
-  c.codec.update(grid='official' if official else 'centred')  # 64x48 maps
+  # 64x48 maps, sigma 2, the quarter-pixel step (the base's codec).
 
   # Three 4x4 deconvolutions of 256 channels, 1x1 final conv.
   c.model.update(name='simple_baseline',
@@ -99,8 +99,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       batch_size=batch,
       metric='coco',
       boxes=DETECTIONS,  # relative to dataset.manual_dir
-      flip_shift=official,  # see configs/hrnet_coco.py
   )
+
+  if 'official' in variants:
+    config_lib.official_inference(c)
 
   if 'smoke' in variants:
     config_lib.smoke(c, SMOKE_INPUT)

@@ -44,10 +44,11 @@ def mean_pose_metrics(config, builder) -> dict:
                / np.maximum(labelled.sum(0), 1)[:, None])
   val = _crops(builder, config, config.dataset.eval_split)
   n = len(val['image_id'])
-  size = tuple(config.input.size)
+  size, crop = tuple(config.input.size), config.input.get('crop', 'centred')
   pred = geometry.input_to_image(np.broadcast_to(mean_pose, (n, *mean_pose.shape)),
-                                 val['center'], val['scale'], size)
-  gt = geometry.input_to_image(val['keypoints'], val['center'], val['scale'], size)
+                                 val['center'], val['scale'], size, crop)
+  gt = geometry.input_to_image(val['keypoints'], val['center'], val['scale'], size,
+                               crop)
   ground_truth = evaluate.coco_ground_truth(builder, config.dataset.eval_split)
   results = coco.keypoint_results(val['image_id'], pred, np.ones(pred.shape[:2]),
                                   np.ones(n))

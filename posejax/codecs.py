@@ -44,6 +44,7 @@ import numpy as np
 
 
 GRIDS = ('centred', 'official')
+REFINES = ('quarter', 'official', 'dark')
 
 
 def _grid_offset(stride: int, grid: str) -> float:
@@ -108,8 +109,13 @@ def decode_heatmaps(
   Args:
     heatmaps: (..., H, W, K).
     stride: input pixels per heatmap pixel.
-    refine: 'quarter', a quarter-pixel step toward the higher neighbour (as
-      in HRNet and SimpleBaselines), or 'dark', see `refine_dark`.
+    refine: 'quarter', a quarter-pixel step toward the higher neighbour on
+      each axis that has both neighbours; 'official', the post-processing of
+      the official HRNet and SimpleBaselines code exactly (`get_max_preds`,
+      `get_final_preds`): a map whose maximum is not positive puts its joint
+      at heatmap pixel (0, 0), and the quarter step is taken on both axes
+      together, only where 1 < x < W-1 and 1 < y < H-1; or 'dark', see
+      `refine_dark`.
     sigma: target Gaussian's sigma, used by 'dark'.
     grid: 'centred' (posejax) or 'official' (see the module docstring).
 
@@ -132,8 +138,17 @@ def decode_heatmaps(
   if refine == 'dark':
     xy = refine_dark(heatmaps, jnp.stack([x, y], -1).astype(jnp.float32), sigma)
     return heatmap_to_input(xy, stride, grid), score
-  if refine != 'quarter':
-    raise ValueError(f"codec.refine must be 'quarter' or 'dark', got {refine!r}.")
+  if refine not in REFINES:
+    raise ValueError(f'codec.refine must be one of {REFINES}, got {refine!r}.')
+  if refine == 'official':
+    x = jnp.where(score > 0, x, 0)
+    y = jnp.where(score > 0, y, 0)
+    dx = value_at(x + 1, y) - value_at(x - 1, y)
+    dy = value_at(x, y + 1) - value_at(x, y - 1)
+    inside = (x > 1) & (x < width - 1) & (y > 1) & (y < height - 1)
+    xy = jnp.stack([x + jnp.where(inside, 0.25 * jnp.sign(dx), 0.0),
+                    y + jnp.where(inside, 0.25 * jnp.sign(dy), 0.0)], axis=-1)
+    return heatmap_to_input(xy.astype(jnp.float32), stride, grid), score
   dx = value_at(x + 1, y) - value_at(x - 1, y)
   dy = value_at(x, y + 1) - value_at(x, y - 1)
   # Only step where both neighbours exist; on the border the difference is
@@ -213,6 +228,20 @@ def shift_heatmaps_right(heatmaps: jax.Array) -> jax.Array:
   return jnp.concatenate([heatmaps[..., :1, :], heatmaps[..., :-1, :]], axis=-2)
 
 
+def merge_flipped(heatmaps: jax.Array, of_flipped: jax.Array, flip_index,
+                  shift: bool = False) -> jax.Array:
+  """Flip test: the mean of the maps and those of the mirrored input.
+
+  `of_flipped` are the network's maps for the mirrored crop; they are mirrored
+  back with left/right swapped (and with `shift`, moved one pixel right as
+  the official code's TEST.SHIFT_HEATMAP does) before the average.
+  """
+  back = flip_heatmaps(of_flipped, flip_index)
+  if shift:
+    back = shift_heatmaps_right(back)
+  return 0.5 * (heatmaps + back)
+
+
 def flip_keypoints(keypoints, visibility, width: int, flip_index):
   """Mirrors keypoints in an image of `width` pixels and swaps pairs."""
   flip_index = np.asarray(flip_index)
@@ -228,11 +257,13 @@ class HeatmapCodec:
   input_size: tuple[int, int]  # (height, width) of the network input
   stride: int = 4
   sigma: float = 2.0
-  refine: str = 'quarter'  # sub-pixel decoding: 'quarter' or 'dark'
+  refine: str = 'quarter'  # sub-pixel decoding, one of REFINES
   grid: str = 'centred'  # 'official' for networks trained by the official code
 
   def __post_init__(self):
     _grid_offset(self.stride, self.grid)  # validates grid
+    if self.refine not in REFINES:
+      raise ValueError(f'codec.refine must be one of {REFINES}, got {self.refine!r}.')
     h, w = self.input_size
     if h % self.stride or w % self.stride:
       raise ValueError(

@@ -15,6 +15,7 @@ from typing import AbstractSet, Collection, Iterable, Sequence
 from absl import flags
 import ml_collections
 
+from posejax import geometry
 from posejax import models
 
 SECTIONS = ('model', 'dataset', 'input', 'codec', 'loss', 'optim', 'train',
@@ -53,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Crop side over the box side: 1.25 enlarges the box as the HRNet and
       # pose-hg-train loaders do.
       padding=1.25,
+      # Where the box centre lands in the input: 'centred' ((W-1)/2) or
+      # 'official' (W/2, and annotated boxes clipped to the image as the
+      # official COCO loader does); posejax/geometry.py.
+      crop='centred',
       scale_factor=0.25,
       rotation_factor=15.0,  # degrees; clipped at twice this
       rotation_prob=0.6,
@@ -70,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
       name='heatmap',
       stride=4,
       sigma=2.0,  # heatmap pixels
-      refine='quarter',  # sub-pixel decoding: 'quarter' (HRNet's) or 'dark'
+      # Sub-pixel decoding: 'quarter', 'official' (the official code's
+      # post-processing exactly) or 'dark' (posejax/codecs.py).
+      refine='quarter',
       # 'centred' (posejax's heatmap grid) or 'official' (the grid of networks
       # trained by the official HRNet and SimpleBaselines code).
       grid='centred',
@@ -219,6 +226,25 @@ def smoke(config: ml_collections.ConfigDict, input_size: Sequence[int],
   return config
 
 
+def official_inference(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `official` variant: the conventions of networks trained by the
+  official HRNet and SimpleBaselines code (deep-high-resolution-net.pytorch,
+  human-pose-estimation.pytorch), so that an imported checkpoint sees the
+  crops it was trained on and its heatmaps are read as that code reads them:
+
+    input.crop='official'    box centre on input pixel W/2 (get_affine_transform),
+                             annotated boxes clipped to the image (clean_bbox)
+    codec.grid='official'    heatmap pixel j on input pixel stride * j
+    codec.refine='official'  get_final_preds: (0, 0) for a non-positive
+                             maximum, the quarter step only inside the map
+    eval.flip_shift=True     TEST.SHIFT_HEATMAP of flipped-back maps
+  """
+  config.input.crop = 'official'
+  config.codec.update(grid='official', refine='official')
+  config.eval.flip_shift = True
+  return config
+
+
 def validate(config) -> None:
   """Raises one clear error for a config that cannot run."""
   missing = [s for s in SECTIONS if s not in config]
@@ -228,6 +254,7 @@ def validate(config) -> None:
   size = tuple(config.input.size)
   if len(size) != 2 or min(size) <= 0:
     raise ValueError(f'input.size must be (height, width), got {size}.')
+  geometry.crop_centre(size[1], config.input.get('crop', 'centred'))  # checks it
   if config.train.num_steps <= 0:
     raise ValueError(f'train.num_steps must be positive, got {config.train.num_steps}.')
   for field in ('log_every_steps', 'checkpoint_every_steps'):

@@ -102,7 +102,8 @@ def predict_split(setup, variables, keep_images: int = 0
       predict_fn, variables, ds.as_numpy_iterator(), setup.mesh,
       config.eval.batch_size, tuple(config.input.size), keep_images=keep_images,
       ground_truth_boxes=boxes is None,
-      extras=setup.builder.EVAL_EXTRAS if boxes is None else ())
+      extras=setup.builder.EVAL_EXTRAS if boxes is None else (),
+      crop=config.input.get('crop', 'centred'))
 
 
 def score(setup, predictions: Predictions) -> dict[str, float]:

@@ -18,6 +18,20 @@ import math
 
 import numpy as np
 
+# Where the box centre lands in the network input (`input.crop`): 'centred'
+# puts it on the input's centre, (W-1)/2, so that the crop's edges land on the
+# input's pixel edges and a mirrored crop is the array mirrored; 'official'
+# on W/2, as `get_affine_transform` of the official HRNet and SimpleBaselines
+# code does (half an input pixel right and down).
+CROPS = ('centred', 'official')
+
+
+def crop_centre(size: int, crop: str = 'centred') -> float:
+  """Input coordinate of the crop centre along an axis of `size` pixels."""
+  if crop not in CROPS:
+    raise ValueError(f'input.crop must be one of {CROPS}, got {crop!r}.')
+  return (size - 1) / 2.0 if crop == 'centred' else size / 2.0
+
 
 def fix_aspect(w, h, aspect_ratio: float, xp=np):
   """(w, h) grown on the short side so that w / h == aspect_ratio."""
@@ -38,18 +52,21 @@ def box_to_center_scale(bbox, aspect_ratio: float, padding: float, xp=np):
   return center, fix_aspect(w, h, aspect_ratio, xp) * padding
 
 
-def crop_matrix(center, scale, rotation_deg, output_size, flip=False, xp=np):
+def crop_matrix(center, scale, rotation_deg, output_size, flip=False, xp=np,
+                crop: str = 'centred'):
   """3x3 matrix taking image pixels to input pixels.
 
   The crop of size `scale` (w, h) centred on `center` fills an output of
-  `output_size` (height, width) exactly: its edges land on the output's pixel
-  edges (-0.5 and W - 0.5). The crop is rotated by `rotation_deg` about its
-  centre and, if `flip`, mirrored:
+  `output_size` (height, width): with `crop='centred'` its edges land on the
+  output's pixel edges (-0.5 and W - 0.5). The crop is rotated by
+  `rotation_deg` about its centre and, if `flip`, mirrored:
 
-    x_out = (W-1)/2 + mirror * sx * ( cos*dx + sin*dy)
-    y_out = (H-1)/2 +          sy * (-sin*dx + cos*dy),   d = p - center
+    x_out = cx_out + mirror * sx * ( cos*dx + sin*dy)
+    y_out = cy_out +          sy * (-sin*dx + cos*dy),   d = p - center
 
-  with sx = W / scale_w and sy = H / scale_h.
+  with sx = W / scale_w, sy = H / scale_h and (cx_out, cy_out) the crop
+  centre in the output: ((W-1)/2, (H-1)/2), or (W/2, H/2) for the official
+  code's crop (`crop_centre`).
   """
   out_h, out_w = output_size
   theta = rotation_deg * (math.pi / 180.0)
@@ -59,8 +76,8 @@ def crop_matrix(center, scale, rotation_deg, output_size, flip=False, xp=np):
   mirror = xp.where(flip, -1.0, 1.0)
   a = xp.stack([mirror * sx * cos, mirror * sx * sin])
   b = xp.stack([-sy * sin, sy * cos])
-  tx = (out_w - 1) / 2.0 - xp.tensordot(a, center, 1)
-  ty = (out_h - 1) / 2.0 - xp.tensordot(b, center, 1)
+  tx = crop_centre(out_w, crop) - xp.tensordot(a, center, 1)
+  ty = crop_centre(out_h, crop) - xp.tensordot(b, center, 1)
   return xp.stack([
       xp.stack([a[0], a[1], tx]),
       xp.stack([b[0], b[1], ty]),
@@ -68,14 +85,30 @@ def crop_matrix(center, scale, rotation_deg, output_size, flip=False, xp=np):
   ])
 
 
-def input_to_image(keypoints, center, scale, input_size) -> np.ndarray:
+def input_to_image(keypoints, center, scale, input_size,
+                   crop: str = 'centred') -> np.ndarray:
   """Inverse of the unrotated, unflipped `crop_matrix`: input -> image pixels.
 
   Batched numpy: keypoints (N, K, 2); center, scale (N, 2) in image pixels;
   input_size (H, W). Solves the matrix's two rows for dx, dy with rotation 0.
   """
   out_h, out_w = input_size
-  half = np.array([(out_w - 1) / 2.0, (out_h - 1) / 2.0], np.float32)
+  half = np.array([crop_centre(out_w, crop), crop_centre(out_h, crop)], np.float32)
   per_pixel = np.asarray(scale, np.float32) / np.array([out_w, out_h], np.float32)
   return ((np.asarray(keypoints) - half) * per_pixel[:, None, :]
           + np.asarray(center, np.float32)[:, None, :])
+
+
+def clip_box_official(bbox, image_width, image_height, xp=np):
+  """An annotated box as the official COCO loader cleans it (`clean_bbox`).
+
+  deep-high-resolution-net.pytorch (lib/dataset/coco.py) clips the box to the
+  image and shortens it by a pixel: x1 = max(0, x), x2 = min(W - 1,
+  x1 + max(0, w - 1)), the same in y, and uses (x1, y1, x2 - x1, y2 - y1).
+  """
+  x, y, w, h = bbox[0], bbox[1], bbox[2], bbox[3]
+  x1 = xp.maximum(x, 0.0)
+  y1 = xp.maximum(y, 0.0)
+  x2 = xp.minimum(image_width - 1.0, x1 + xp.maximum(w - 1.0, 0.0))
+  y2 = xp.minimum(image_height - 1.0, y1 + xp.maximum(h - 1.0, 0.0))
+  return xp.stack([x1, y1, x2 - x1, y2 - y1])

@@ -235,11 +235,12 @@ def main(argv):
   if (config.model.name in OFFICIAL_GRID_MODELS
       and config.codec.get('grid', 'centred') != 'official'):
     print('Note: networks trained by the official code put heatmap pixel j on '
-          'input pixel 4j (posejax: 4j + 1.5). Evaluate and fine-tune them '
-          "with the recipes' `official` variant (e.g. "
-          '--config=configs/hrnet_coco.py:official), or set '
-          '--config.codec.grid=official --config.eval.flip_shift=True; '
-          'otherwise every keypoint lands 1.5 input pixels right and down.')
+          'input pixel 4j (posejax: 4j + 1.5) and the box centre on input '
+          'pixel W/2 (posejax: (W-1)/2). Evaluate and fine-tune them with '
+          "the recipes' `official` variant (e.g. "
+          '--config=configs/hrnet_coco.py:official; '
+          'posejax.config_lib.official_inference lists its fields); '
+          'otherwise every keypoint lands about 2 input pixels off.')
 
 
 if __name__ == '__main__':

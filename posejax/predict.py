@@ -34,11 +34,9 @@ def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
     x = common.model_inputs(model, images)
     heatmaps = model.apply(variables, x, train=False)[-1].astype(jnp.float32)
     if flip_index is not None:
-      flipped = model.apply(variables, x[:, :, ::-1, :], train=False)[-1]
-      flipped = codecs.flip_heatmaps(flipped.astype(jnp.float32), flip_index)
-      if flip_shift:
-        flipped = codecs.shift_heatmaps_right(flipped)
-      heatmaps = 0.5 * (heatmaps + flipped)
+      of_flipped = model.apply(variables, x[:, :, ::-1, :], train=False)[-1]
+      heatmaps = codecs.merge_flipped(heatmaps, of_flipped.astype(jnp.float32),
+                                      flip_index, flip_shift)
     return codec.decode(heatmaps)
   return jax.jit(predict)
 
@@ -46,14 +44,16 @@ def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
 def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
                     batch_size: int, input_size, keep_images: int = 0,
                     ground_truth_boxes: bool = True,
-                    extras: Sequence[str] = ()) -> tuple[Predictions, np.ndarray]:
+                    extras: Sequence[str] = (),
+                    crop: str = 'centred') -> tuple[Predictions, np.ndarray]:
   """Runs `predict_fn` over host batches of `pipeline.eval_dataset`.
 
   A short last batch is padded to `batch_size` (`sharding.pad_batch`) so the
   jitted function compiles once; padding rows are dropped again. Returns the
   `Predictions` of every instance (keypoints mapped back to image pixels
-  with the inverse crop, `geometry.input_to_image`; the batch fields named in
-  `extras` go to `Predictions.extras`) and the first `keep_images` crops.
+  with the inverse of the `crop` the pipeline made, `geometry.input_to_image`;
+  the batch fields named in `extras` go to `Predictions.extras`) and the
+  first `keep_images` crops.
   """
   sharding.check_batch_size(batch_size, mesh, 'eval.batch_size')
   columns: dict[str, list] = {}
@@ -77,7 +77,7 @@ def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
   predictions = Predictions(
       image_id=c['image_id'],
       keypoints=geometry.input_to_image(c['keypoints_input'], c['center'],
-                                        c['scale'], input_size),
+                                        c['scale'], input_size, crop),
       keypoints_input=c['keypoints_input'], scores=c['scores'],
       gt_keypoints=c['gt_keypoints'], visibility=c['visibility'], bbox=c['bbox'],
       center=c['center'], scale=c['scale'], box_score=c['box_score'],

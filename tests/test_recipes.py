@@ -24,7 +24,7 @@ from recipe_configs import load_config
 # (config file, variant) of every recipe.
 RECIPES = [
     ('hrnet_coco', ''), ('hrnet_coco', 'w48'), ('hrnet_coco', '384x288'),
-    ('hrnet_coco', 'w48,384x288'),
+    ('hrnet_coco', 'w48,384x288'), ('hrnet_coco', 'official'),
     ('simple_baseline_coco', ''), ('simple_baseline_coco', 'r101'),
     ('simple_baseline_coco', 'r152'),
     ('hourglass_mpii', ''), ('hourglass_mpii', 'hg2'),
@@ -232,6 +232,17 @@ def test_coco_recipe_evaluates_detections_with_rescoring_and_oks_nms(fixtures, t
     results = json.load(f)
   assert written['num_instances'] == len(results) == 3
   assert sorted(r['image_id'] for r in results) == [1, 1, 2]
+
+
+def test_official_variant_evaluates_through_the_real_path(fixtures, tmp_path):
+  from posejax import experiment
+  _, state, _ = _initialised('hrnet_coco', '', fixtures)  # the same network
+  setup = experiment.Setup(fixtures(smoke('hrnet_coco', 'official')))
+  assert (setup.codec.grid, setup.codec.refine) == ('official', 'official')
+  for boxes in ('ground_truth', load_config('hrnet_coco').eval.boxes):
+    metrics, written = _evaluate(setup, state.variables, tmp_path, boxes=boxes)
+    assert set(metrics) >= {'AP', 'AR'} and written['num_instances'] > 0
+    assert all(-1.0 <= v <= 1.0 for v in metrics.values())
 
 
 def _predictions(keypoints, scores, **fields):

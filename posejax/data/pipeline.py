@@ -32,11 +32,12 @@ def box_to_center_scale(bbox, aspect_ratio: float, padding: float):
                                       padding, xp=tf)
 
 
-def crop_matrix(center, scale, rotation_deg, output_size, flip=False):
+def crop_matrix(center, scale, rotation_deg, output_size, flip=False,
+                crop: str = 'centred'):
   return geometry.crop_matrix(
       tf.cast(center, tf.float32), tf.cast(scale, tf.float32),
       tf.cast(rotation_deg, tf.float32), output_size, tf.cast(flip, tf.bool),
-      xp=tf)
+      xp=tf, crop=crop)
 
 
 def warp_image(image, matrix, output_size):
@@ -140,17 +141,23 @@ def _is_person_instance(instance):
 def _make_example(instance, seed, config, spec, train: bool, eval_extras=()):
   input_size = tuple(config.input.size)
   aspect_ratio = input_size[1] / input_size[0]
-  center, scale = box_to_center_scale(
-      instance['bbox'], aspect_ratio, config.input.padding)
+  crop = config.input.get('crop', 'centred')
+  image = instance['image']
+  if image.dtype == tf.string:
+    image = _decode(image)
+  bbox = instance['bbox']
+  if crop == 'official' and 'box_score' not in instance:
+    # An annotated box (not a detection), as the official loader cleans it.
+    size = tf.cast(tf.shape(image), tf.float32)
+    bbox = geometry.clip_box_official(tf.cast(bbox, tf.float32), size[1], size[0],
+                                      xp=tf)
+  center, scale = box_to_center_scale(bbox, aspect_ratio, config.input.padding)
   if train:
     center, scale, rotation, flip = _augment(
         instance, seed, config.input, spec, aspect_ratio, center, scale)
   else:
     rotation, flip = tf.constant(0.0), tf.constant(False)
-  matrix = crop_matrix(center, scale, rotation, input_size, flip)
-  image = instance['image']
-  if image.dtype == tf.string:
-    image = _decode(image)
+  matrix = crop_matrix(center, scale, rotation, input_size, flip, crop)
   keypoints = transform_points(instance['keypoints'], matrix)
   visibility = instance['visibility']
   flip_index = tf.constant(spec.flip_index)
