@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name='',  # a key of posejax.models.NETWORKS
       dtype='float32',
+      # An ImageNet classification checkpoint the backbone starts from when
+      # the workdir holds no checkpoint ('' for none; posejax/pretrained.py).
+      pretrained='',
   ))
 
   # The heatmap MSE with target weights; `stage_weights` (optional) weighs
@@ -209,6 +212,7 @@ def smoke(config: ml_collections.ConfigDict, input_size: Sequence[int],
   The metrics of such a run mean nothing; that it runs does.
   """
   narrow_model(config.model)
+  config.model.pretrained = ''  # no ImageNet network is this narrow
   config.input.size = tuple(input_size)
   config.input.shuffle_buffer = 16
   # The decays at the same fractions of the shorter run.

@@ -100,7 +100,7 @@ def _is_ignored(key: str, unused: frozenset[str]) -> bool:
   return key.endswith('num_batches_tracked') or key in unused
 
 
-def _strip_prefix(state_dict: Mapping[str, Any], expected: set[str]):
+def strip_prefix(state_dict: Mapping[str, Any], expected: set[str]):
   """Drops a wrapper prefix, choosing the one that matches the most keys."""
   def matches(prefix):
     return sum(k[len(prefix):] in expected for k in state_dict
@@ -110,7 +110,7 @@ def _strip_prefix(state_dict: Mapping[str, Any], expected: set[str]):
           for k, v in state_dict.items()}
 
 
-def _listing(title: str, items: list[str], limit: int = 10) -> str:
+def listing(title: str, items: list[str], limit: int = 10) -> str:
   shown = ', '.join(items[:limit])
   more = f' and {len(items) - limit} more' if len(items) > limit else ''
   return f'{len(items)} {title}: {shown}{more}'
@@ -140,7 +140,7 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], model_name: str,
   flat = traverse_util.flatten_dict(
       summary.abstract_variables(model, input_size))
   keys = {path: layout.key(path[1:]) for path in flat}
-  state_dict = _strip_prefix(state_dict, set(keys.values()))
+  state_dict = strip_prefix(state_dict, set(keys.values()))
 
   converted, missing, misshaped = {}, [], []
   for path, leaf in flat.items():
@@ -159,12 +159,12 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], model_name: str,
                       if k not in used and not _is_ignored(k, unused))
   errors = []
   if missing:
-    errors.append(_listing('missing keys', missing))
+    errors.append(listing('missing keys', missing))
   if misshaped:
-    errors.append(_listing('mis-shaped keys (converted != expected)',
+    errors.append(listing('mis-shaped keys (converted != expected)',
                            misshaped))
   if unexpected:
-    errors.append(_listing('unexpected keys', unexpected))
+    errors.append(listing('unexpected keys', unexpected))
   if errors:
     raise ValueError(
         f'The state dict does not fit {model_name} as configured '

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from posejax import config_lib
 from posejax import evaluate
 from posejax import experiment
+from posejax import pretrained
 from posejax import sharding
 from posejax import train_step
 from posejax.data import pipeline
@@ -52,6 +53,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   setup = experiment.Setup(config)
   model, mesh = setup.model, setup.mesh
+  manager = experiment.checkpoint_manager(workdir, config.train.keep_checkpoints)
+  backbone = None
+  if manager.latest_step() is None and config.model.get('pretrained'):
+    # A fresh run from an ImageNet backbone: read and checked against the
+    # network before anything is compiled.
+    try:
+      backbone = pretrained.load_backbone(config.model.pretrained,
+                                          config.model.name, model,
+                                          tuple(config.input.size))
+    except (FileNotFoundError, ValueError) as e:
+      raise experiment.SetupError(str(e)) from e
   num_steps = config.train.num_steps
   tx, schedule = train_step.make_optimizer(config.optim, num_steps)
   # XLA:CPU compiles the default threefry PRNG into a network's init very
@@ -59,7 +71,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   init_rng = jax.random.key(config.seed, impl='rbg')
   state = train_step.create_train_state(model, tx, init_rng,
                                         tuple(config.input.size), mesh)
-  manager = experiment.checkpoint_manager(workdir, config.train.keep_checkpoints)
+  if backbone is not None:
+    variables = jax.device_put(pretrained.with_backbone(state.variables, backbone),
+                               sharding.replicated(mesh))
+    state = state.replace(**variables)
   state = experiment.restore_latest(manager, state)
   start_step = int(state.step)
 
@@ -71,7 +86,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
 
   step_fn = train_step.jit_train_step(model, setup.codec, tx, mesh, state,
-                           config.loss.get('stage_weights'))
+                                      config.loss.get('stage_weights'))
   train_iter = pipeline.train_dataset(
       setup.builder, config, start_step=start_step,
       process_index=jax.process_index(),

@@ -79,8 +79,9 @@ DTYPES = {
     'bfloat16': jnp.bfloat16,
 }
 
-# Config keys that build_model consumes itself rather than passing through.
-_RESERVED = ('name', 'dtype', 'preset')
+# Config keys that are no constructor fields: build_model's own, and the
+# backbone checkpoint a run starts from (posejax/pretrained.py).
+_RESERVED = ('name', 'dtype', 'preset', 'pretrained')
 
 
 def model_fields(model_cls: type[nn.Module]) -> tuple[str, ...]:
