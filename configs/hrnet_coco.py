@@ -25,17 +25,25 @@ structure at a few channels, a 64x48 input, batches of 2, a few steps
 Hardware assumed: the official runs used 4 GPUs with 32 crops each (24 for
 W48 at 384x288); here that is one global batch over the mesh, e.g. one
 80 GB GPU or a host with several (bf16: --config.model.dtype=bfloat16). Not
-measured with posejax yet. Two differences from the official runs to keep in
-mind when comparing:
-  * The official networks start from ImageNet-pretrained HRNet weights;
-    posejax has no ImageNet import, so this trains from scratch (the HRNet
-    paper reports 73.4 AP for W32 256x192 without pretraining).
-  * The official checkpoints themselves evaluate with the `official`
-    variant after `python -m posejax.import_torch
-    --config=configs/hrnet_coco.py:official
-    --checkpoint=pose_hrnet_w32_256x192.pth --workdir=DIR` (then
-    `python -m posejax.eval --config=configs/hrnet_coco.py:official
-    --workdir=DIR`; combine as e.g. `:w48,384x288,official`).
+measured with posejax yet.
+
+ImageNet start, as the official runs: the backbone is loaded from
+$POSEJAX_PRETRAINED_DIR/hrnet_w32-36af842e.pth (hrnet_w48-8ef0771d.pth for
+:w48; the directory defaults to ~/posejax_pretrained), the
+HRNet-Image-Classification weights linked from the "Quick start" of
+github.com/leoxiaobin/deep-high-resolution-net.pytorch, read as .pth (with
+torch) or as .npz/.safetensors converted by `python -m posejax.pretrained`.
+--config.model.pretrained=/path/to/file takes another path, and
+--config.model.pretrained='' trains from scratch (the HRNet paper reports
+73.4 AP for W32 256x192 without pretraining).
+
+The official pose checkpoints themselves evaluate with the `official`
+variant after `python -m posejax.import_torch
+--config=configs/hrnet_coco.py:official
+--checkpoint=pose_hrnet_w32_256x192.pth --workdir=DIR` (then `python -m
+posejax.eval --config=configs/hrnet_coco.py:official --workdir=DIR`; combine
+as e.g. `:w48,384x288,official`); a workdir that holds a checkpoint never
+loads the ImageNet backbone.
 
 Evaluation follows the official code: one crop per detection box (score >=
 eval.box_score_threshold), flip test, each person rescored by box score x
@@ -91,7 +99,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       sigma=3.0 if large else 2.0,
       refine='quarter')  # the official quarter-pixel step
 
-  c.model.update(name='hrnet', preset='w48' if w48 else 'w32')
+  c.model.update(
+      name='hrnet', preset='w48' if w48 else 'w32',
+      pretrained=config_lib.imagenet_checkpoint(
+          'hrnet_w48-8ef0771d.pth' if w48 else 'hrnet_w32-36af842e.pth'))
 
   # 210 epochs, x0.1 at epochs 170 and 200, counted in steps of the global
   # batch: an epoch is ceil(149,813 / 128) = 1,171 steps (1,561 at batch

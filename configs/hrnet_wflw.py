@@ -27,9 +27,12 @@ or 1.0 (300W), Adam 1e-4, 60 epochs with x0.1 at epochs 30 and 50, batch 16
 on one GPU (the README: one P40), face box enlarged 1.25x, scale and rotation
 augmentation (theirs uniform in [0.75, 1.25] and +-30 degrees on 60% of the
 faces; here clipped normals with the same ranges), flip; no flip test.
-The official network starts from ImageNet-pretrained HRNetV2-W18 weights;
-posejax has no ImageNet import and trains from scratch. Not measured with
-posejax yet.
+As the official network, the backbone starts from ImageNet:
+$POSEJAX_PRETRAINED_DIR/hrnetv2_w18_imagenet_pretrained.pth (the directory
+defaults to ~/posejax_pretrained), linked from the README of
+github.com/HRNet/HRNet-Facial-Landmark-Detection; .pth or converted by
+`python -m posejax.pretrained`; --config.model.pretrained takes another path,
+'' trains from scratch. Not measured with posejax yet.
 
 `smoke` (e.g. `:300w,smoke`) runs the recipe's whole path quickly: the same
 structure at a few channels, a 32x32 input, batches of 2, a few steps
@@ -73,7 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.codec.update(sigma=1.0 if ibug else 1.5)  # 64x64 maps
 
-  c.model.update(name='hrnet', preset='v2_w18')
+  c.model.update(name='hrnet', preset='v2_w18',
+                 pretrained=config_lib.imagenet_checkpoint(
+                     'hrnetv2_w18_imagenet_pretrained.pth'))
 
   # 60 epochs with x0.1 at epochs 30 and 50: WFLW 469 steps an epoch, so
   # 28,140 steps with decays at 14,070 and 23,450; 300W 197, so 11,820 with

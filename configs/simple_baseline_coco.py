@@ -15,11 +15,15 @@ github.com/microsoft/human-pose-estimation.pytorch,
 ':r152' (72.0 AP), same recipe.
 
 Hardware assumed: the official runs used 4 GPUs with 32 crops each, here one
-global batch of 128 over the mesh. Not measured with posejax yet. The
-official backbone starts from ImageNet-pretrained ResNet weights; posejax has
-no ImageNet import and trains from scratch, so expect less than the published
-AP. The official checkpoints evaluate with the `official` variant (e.g.
-`:r101,official`) after `python -m posejax.import_torch` with it.
+global batch of 128 over the mesh. Not measured with posejax yet. As the
+official runs, the backbone starts from torchvision's ImageNet ResNet:
+$POSEJAX_PRETRAINED_DIR/resnet50-19c8e357.pth (resnet101-5d3b4d8f.pth,
+resnet152-b121ed2d.pth; the directory defaults to ~/posejax_pretrained),
+from download.pytorch.org/models/ (linked from the official README), .pth or
+converted by `python -m posejax.pretrained`; --config.model.pretrained takes
+another path, '' trains from scratch. The official checkpoints evaluate
+with the `official` variant (e.g. `:r101,official`) after
+`python -m posejax.import_torch` with it.
 
 Evaluation is the official top-down protocol of configs/hrnet_coco.py
 (detections, rescoring, OKS-NMS at 0.9, pycocotools), with flip test; the
@@ -42,6 +46,9 @@ from posejax import config_lib
 
 DETECTIONS = 'person_detection_results/COCO_val2017_detections_AP_H_56_person.json'
 DEPTHS = ('r50', 'r101', 'r152')
+# torchvision's ImageNet ResNets, as the official code names them.
+IMAGENET = {'r50': 'resnet50-19c8e357.pth', 'r101': 'resnet101-5d3b4d8f.pth',
+            'r152': 'resnet152-b121ed2d.pth'}
 SMOKE_INPUT = (64, 64)  # sides divisible by the backbone's stride of 32
 
 
@@ -73,8 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 64x48 maps, sigma 2, the quarter-pixel step (the base's codec).
 
   # Three 4x4 deconvolutions of 256 channels, 1x1 final conv.
-  c.model.update(name='simple_baseline',
-                 preset=config_lib.choose(variants, DEPTHS, 'r50'))
+  depth = config_lib.choose(variants, DEPTHS, 'r50')
+  c.model.update(name='simple_baseline', preset=depth,
+                 pretrained=config_lib.imagenet_checkpoint(IMAGENET[depth]))
 
   # 140 epochs, x0.1 at epochs 90 and 120: ceil(149,813 / 128) = 1,171
   # steps an epoch, so 163,940 steps with decays at 105,390 and 140,520.

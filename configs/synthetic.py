@@ -89,22 +89,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       checkpoint_every_steps=1000,
   )
 
+  if network != 'hrnet':
+    c.model = config_lib.base_config().model  # without HRNet's fields
   if network == 'simple_baseline':
     # ResNet-50 layout at a quarter of the width, lighter deconvolutions;
     # 128x96 is divisible by the backbone's stride of 32.
-    c.model = ml_collections.ConfigDict(dict(
-        name='simple_baseline', dtype='float32', depth=50, width=16,
-        deconv_features=(64, 64, 64)))
+    c.model.update(name='simple_baseline', depth=50, width=16,
+                   deconv_features=(64, 64, 64))
   elif network == 'hourglass':
     # Two stacks of depth-3 hourglasses (input divisible by 4 * 2**3).
-    c.model = ml_collections.ConfigDict(dict(
-        name='hourglass', dtype='float32', num_stacks=2, features=64, depth=3))
+    c.model.update(name='hourglass', num_stacks=2, features=64, depth=3)
   elif network == 'cpm':
     # Three stages at 1/8 resolution: 16x12 beliefs.
     c.codec.stride = 8
-    c.model = ml_collections.ConfigDict(dict(
-        name='cpm', dtype='float32', num_stages=3, feat_channels=32,
-        middle_channels=16, stem_channels=32, stem_hidden_channels=128))
+    c.model.update(name='cpm', num_stages=3, feat_channels=32, middle_channels=16,
+                   stem_channels=32, stem_hidden_channels=128)
 
   if 'smoke' in variants:
     c.dataset.synthetic = dict(num_train=96, num_val=24, seed=0, image_size=(128, 128))

@@ -29,6 +29,17 @@ COCO_TRAIN_INSTANCES = 149_813
 SMOKE_STEPS = 6
 
 
+def imagenet_checkpoint(file_name: str) -> str:
+  """Where the recipes expect a published ImageNet checkpoint.
+
+  `$POSEJAX_PRETRAINED_DIR/<file_name>` (default `~/posejax_pretrained`),
+  under the name it is published with; `--config.model.pretrained` takes any
+  other path, and '' trains from scratch (posejax/pretrained.py).
+  """
+  directory = os.environ.get('POSEJAX_PRETRAINED_DIR', '~/posejax_pretrained')
+  return os.path.join(directory, file_name)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every section with the values most recipes share.
 

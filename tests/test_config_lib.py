@@ -104,6 +104,7 @@ SMOKE_FIELDS = {
     'train.global_batch_size', 'train.num_steps', 'train.log_every_steps',
     'train.checkpoint_every_steps', 'train.eval_every_steps',
     'train.early_stopping.every_steps', 'eval.batch_size', 'eval.num_images_to_draw',
+    'model.pretrained',  # no ImageNet network is as narrow
 }
 
 
@@ -117,6 +118,7 @@ def test_smoke_narrows_the_recipe_and_keeps_the_rest(name, variant):
   changed = {k for k in flat_smoke if flat_smoke[k] != flat_full.get(k)}
   assert changed - {f'model.{k}' for k in narrow} <= SMOKE_FIELDS
   assert smoke.model.get('preset') == full.model.get('preset')
+  assert smoke.model.pretrained == ''
   assert (smoke.train.global_batch_size, smoke.eval.batch_size) == (2, 2)
   assert smoke.optim.warmup_steps == 0  # so that one step moves every weight
   assert smoke.input.shuffle_buffer == 16 and smoke.eval.num_images_to_draw == 2

@@ -183,3 +183,23 @@ def test_recipe_trains_from_an_imagenet_checkpoint_through_main(tmp_path):
   assert proc.returncode != 0
   assert 'posejax: model.pretrained: no ImageNet checkpoint' in proc.stderr
   assert "--config.model.pretrained=''" in proc.stderr
+
+
+def test_recipes_start_from_the_published_imagenet_files(monkeypatch):
+  from recipe_configs import load_config
+  monkeypatch.setenv('POSEJAX_PRETRAINED_DIR', '/weights')
+  expected = {
+      ('hrnet_coco', ''): 'hrnet_w32-36af842e.pth',
+      ('hrnet_coco', 'w48,384x288'): 'hrnet_w48-8ef0771d.pth',
+      ('simple_baseline_coco', ''): 'resnet50-19c8e357.pth',
+      ('simple_baseline_coco', 'r101'): 'resnet101-5d3b4d8f.pth',
+      ('simple_baseline_coco', 'r152'): 'resnet152-b121ed2d.pth',
+      ('hrnet_wflw', ''): 'hrnetv2_w18_imagenet_pretrained.pth',
+      ('hrnet_wflw', '300w'): 'hrnetv2_w18_imagenet_pretrained.pth',
+  }
+  for (name, variant), file_name in expected.items():
+    assert load_config(name, variant).model.pretrained == f'/weights/{file_name}'
+  # Networks published without an ImageNet start, and every smoke variant.
+  assert load_config('hourglass_mpii').model.pretrained == ''
+  assert load_config('synthetic').model.pretrained == ''
+  assert load_config('hrnet_coco', 'smoke').model.pretrained == ''
