@@ -7,7 +7,8 @@ Adding a network: its module (a Linen class with a `num_keypoints` field and
 a `dtype`, returning the list above) and one `NETWORKS` entry; `build_model`,
 the summary, the benchmark and every recipe's `smoke` variant read it from
 there. To import its PyTorch checkpoints, add its layout to
-posejax/import_torch.py.
+posejax/import_torch.py (and to posejax/pretrained.py to start it from an
+ImageNet network).
 """
 
 from __future__ import annotations
