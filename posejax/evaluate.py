@@ -32,6 +32,10 @@ from posejax.evaluation import detections
 from posejax.evaluation.predictions import Predictions
 
 
+# Instances shown with every stage's heatmaps in stages.png.
+STAGE_PANELS = 4
+
+
 def postprocess(predictions: Predictions, config, spec) -> Predictions:
   """Instance scores and, with detection boxes, OKS-NMS per image.
 
@@ -85,9 +89,12 @@ def coco_ground_truth(builder, split: str) -> dict:
           'categories': [spec.coco_category()]}
 
 
-def predict_split(setup, variables, keep_images: int = 0
-                  ) -> tuple[Predictions, np.ndarray]:
-  """Predictions for every scored instance of the eval split (not post-processed)."""
+def predict_split(setup, variables, keep_images: int = 0):
+  """Predictions for every scored instance of the eval split (not post-processed).
+
+  Also returns the first `keep_images` crops and their stage maps
+  (`predict.predict_batches`).
+  """
   config = setup.config
   boxes = None
   path = detections.detection_file(config)
@@ -97,7 +104,8 @@ def predict_split(setup, variables, keep_images: int = 0
   ds = pipeline.eval_dataset(setup.builder, config, detections=boxes)
   flip_index = setup.spec.flip_index if config.eval.flip_test else None
   predict_fn = predict.make_predict_fn(setup.model, setup.codec, flip_index,
-                                       config.eval.get('flip_shift', False))
+                                       config.eval.get('flip_shift', False),
+                                       stage_maps=keep_images > 0)
   return predict.predict_batches(
       predict_fn, variables, ds.as_numpy_iterator(), setup.mesh,
       config.eval.batch_size, tuple(config.input.size), keep_images=keep_images,
@@ -114,11 +122,16 @@ def score(setup, predictions: Predictions) -> dict[str, float]:
   return {k: float(v) for k, v in metrics.items() if not np.isnan(v)}
 
 
-def evaluate(setup, variables, workdir: str, step: int) -> dict:
-  """Scores `variables` on the eval split; writes the files; returns metrics."""
+def evaluate(setup, variables, workdir: str, step: int, writer=None) -> dict:
+  """Scores `variables` on the eval split; writes the files; returns metrics.
+
+  With a clu `writer`, the two pictures (the prediction grid and the stage
+  panels of the first crops) also go to TensorBoard as `eval/predictions`
+  and `eval/stages`.
+  """
   config = setup.config
-  predictions, crops = predict_split(setup, variables,
-                                     config.eval.num_images_to_draw)
+  predictions, crops, stage_maps = predict_split(setup, variables,
+                                                 config.eval.num_images_to_draw)
   kept = postprocess(predictions, config, setup.spec)
   metrics = score(setup, kept)
 
@@ -130,14 +143,24 @@ def evaluate(setup, variables, workdir: str, step: int) -> dict:
     json.dump({'step': step, 'split': config.dataset.eval_split,
                'num_instances': len(kept), **metrics}, f, indent=2)
   if len(crops):
-    _draw_predictions(crops, predictions, setup.spec,
-                      os.path.join(out_dir, 'predictions.png'))
+    pictures = {
+        'predictions': _prediction_grid(crops, predictions, setup.spec),
+        'stages': visualize.image_grid(
+            [visualize.stage_panel(crop, maps, predictions.keypoints_input[i],
+                                   predictions.scores[i], setup.spec)
+             for i, (crop, maps) in enumerate(zip(crops[:STAGE_PANELS],
+                                                  stage_maps))], columns=1),
+    }
+    for name, picture in pictures.items():
+      visualize.save_png(os.path.join(out_dir, f'{name}.png'), picture)
+    if writer is not None:
+      writer.write_images(step, {f'eval/{k}': v[None] for k, v in pictures.items()})
   logging.info('Eval at step %d: %s', step,
                ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
   return metrics
 
 
-def _draw_predictions(crops, predictions: Predictions, spec, path, min_height=192):
+def _prediction_grid(crops, predictions: Predictions, spec, min_height=192):
   """Grid of the first crops with their predicted skeletons, enlarged."""
   factor = max(1, -(-min_height // crops.shape[1]))
   drawn = []
@@ -147,4 +170,4 @@ def _draw_predictions(crops, predictions: Predictions, spec, path, min_height=19
     keypoints = (predictions.keypoints_input[i] + 0.5) * factor - 0.5
     drawn.append(visualize.draw_pose(big, keypoints, predictions.scores[i], spec,
                                      threshold=0.2))
-  visualize.save_png(path, visualize.image_grid(drawn, columns=min(8, len(drawn))))
+  return visualize.image_grid(drawn, columns=min(8, len(drawn)))

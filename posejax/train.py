@@ -164,7 +164,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       break  # the kept best state is evaluated below
     if (config.train.eval_every_steps and step % config.train.eval_every_steps == 0) or last:
       with report.timed('eval'):
-        metrics = evaluate.evaluate(setup, state.variables, workdir, step)
+        metrics = evaluate.evaluate(setup, state.variables, workdir, step, writer)
       writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
   # Stop the input pipeline's background threads now rather than at
   # interpreter exit.
@@ -175,10 +175,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jax.tree.map(ocp.utils.to_shape_dtype_struct, state)))
     logging.info('Evaluating the state of the lowest validation loss (step %d).',
                  best_step)
-    metrics = evaluate.evaluate(setup, best.variables, workdir, best_step)
+    metrics = evaluate.evaluate(setup, best.variables, workdir, best_step, writer)
     writer.write_scalars(best_step, {f'eval/{k}': v for k, v in metrics.items()})
   elif not metrics:  # Resumed a finished run: evaluate its last checkpoint.
-    metrics = evaluate.evaluate(setup, state.variables, workdir, int(state.step))
+    metrics = evaluate.evaluate(setup, state.variables, workdir, int(state.step),
+                                writer)
   manager.wait_until_finished()
   writer.flush()
   return metrics

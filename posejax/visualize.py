@@ -171,3 +171,37 @@ def save_png(path: str | os.PathLike[str], image_rgb: np.ndarray) -> None:
   if not cv2.imwrite(path, image):
     raise OSError(
         f'cv2.imwrite could not write {path!r} (is the suffix .png?).')
+
+
+def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray,
+                    alpha: float = 0.5) -> np.ndarray:
+  """An (h, w) map in [0, 1], resized to the RGB image and blended on it (jet)."""
+  image = _check_rgb(image, 'heatmap_overlay')
+  heat = cv2.resize(np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0),
+                    (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+  colored = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+  colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+  return np.round((1 - alpha) * image + alpha * colored).astype(np.uint8)
+
+
+def stage_panel(crop: np.ndarray, stage_maps: np.ndarray, keypoints: np.ndarray,
+                scores: np.ndarray, spec: KeypointSpec,
+                min_height: int = 192) -> np.ndarray:
+  """One instance: the crop with its prediction, then every stage's heatmaps.
+
+  `stage_maps` (S, h, w) is each supervised stage's output, maximum over the
+  joints; each is shown over the crop, so that one sees what each stage of a
+  multi-stage network finds and how the later stages sharpen it.
+  `keypoints` (K, 2) are in the crop's pixels.
+  """
+  crop = _check_rgb(crop, 'stage_panel')
+  factor = max(1, -(-min_height // crop.shape[0]))
+  big = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+  cells = [draw_pose(big, (np.asarray(keypoints) + 0.5) * factor - 0.5, scores, spec,
+                     threshold=0.2)]
+  for s, heatmap in enumerate(stage_maps):
+    cell = heatmap_overlay(big, heatmap)
+    cv2.putText(cell, f'stage {s + 1}', (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    cells.append(cell)
+  return image_grid(cells, columns=len(cells))

@@ -191,8 +191,31 @@ def _evaluate(setup, variables, workdir, **eval_overrides):
   return metrics, written
 
 
+class _ImageWriter:
+  """Records what evaluate hands to a clu writer's write_images."""
+
+  def __init__(self):
+    self.images = {}
+
+  def write_images(self, step, images):
+    self.images.update({(step, k): np.asarray(v) for k, v in images.items()})
+
+
 def test_coco_recipe_evaluates_with_ground_truth_boxes(fixtures, tmp_path):
+  from posejax import evaluate
   setup, state, _ = _initialised('hrnet_coco', '', fixtures)
+  writer = _ImageWriter()
+  evaluate.evaluate(setup, state.variables, str(tmp_path / 'pictures'), 3, writer)
+  # The prediction grid and the stage panels, as PNG and for TensorBoard.
+  assert set(writer.images) == {(3, 'eval/predictions'), (3, 'eval/stages')}
+  for (_, name), image in writer.images.items():
+    assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3
+    assert image.dtype == np.uint8 and image.std() > 0
+    path = tmp_path / 'pictures' / 'eval' / 'step_3' / f'{name.split("/")[1]}.png'
+    assert path.stat().st_size > 1000
+  # Two crops drawn (smoke): two panel rows of crop + one stage each.
+  stages = writer.images[(3, 'eval/stages')][0]
+  assert stages.shape[0] > stages.shape[1] / 2
   metrics, written = _evaluate(setup, state.variables, tmp_path, flip_test=True,
                                flip_shift=True)
   assert list(metrics) == ['AP', 'AP50', 'AP75', 'APm', 'APl', 'AR', 'AR50',

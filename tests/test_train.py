@@ -121,7 +121,12 @@ def test_smoke_config_runs_main_and_eval(smoke_builder, smoke_data_dir, tmp_path
   proc = _run('posejax.main', *common)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  events = [f for f in os.listdir(workdir) if f.startswith('events.out.tfevents')]
+  assert events
+  # The final eval's pictures went to TensorBoard beside the scalars.
+  written = b''.join(open(os.path.join(workdir, f), 'rb').read() for f in events)
+  assert b'eval/predictions' in written and b'eval/stages' in written
+  assert b'eval/AP' in written
   proc = _run('posejax.eval', *common, '--step=3')
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = os.path.join(workdir, 'eval', 'step_3')

@@ -92,3 +92,23 @@ def test_save_png_round_trip_keeps_colour_order(tmp_path):
   assert read is not None
   np.testing.assert_array_equal(read[1, 1], (0, 0, 255))  # BGR: red
   np.testing.assert_array_equal(read[..., ::-1], image)
+
+
+def test_stage_panel_shows_the_crop_then_each_stage():
+  from posejax import keypoints
+  crop = np.full((64, 48, 3), 100, np.uint8)
+  maps = np.zeros((3, 16, 12), np.float32)
+  maps[:, 8, 6] = [0.2, 0.6, 1.0]  # a peak that sharpens stage by stage
+  kps = np.tile([[24.0, 32.0]], (17, 1))
+  panel = visualize.stage_panel(crop, maps, kps, np.ones(17), keypoints.COCO)
+  # Enlarged to 192 high (x3), four cells side by side, 2-pixel gaps.
+  assert panel.shape == (192 + 4, 4 * (144 + 2) + 2, 3)
+  cells = [panel[2:194, 2 + i * 146:146 + i * 146] for i in range(4)]
+  # The heatmap pixel (8, 6) covers the enlarged pixels around (101.5, 77.5):
+  # each stage's cell shows its own peak value there (jet over the crop), and
+  # far from it the colour of 0.
+  peak = [tuple(c[101, 77]) for c in cells[1:]]
+  assert len(set(peak)) == 3
+  zero = tuple(visualize.heatmap_overlay(crop[:1, :1], np.zeros((1, 1)))[0, 0])
+  assert all(tuple(c[10, 10]) == zero for c in cells[1:])
+  assert tuple(cells[0][10, 10]) == (100, 100, 100)  # the crop itself
