@@ -146,7 +146,7 @@ def evaluate(setup, variables, workdir: str, step: int, writer=None) -> dict:
     pictures = {
         'predictions': _prediction_grid(crops, predictions, setup.spec),
         'stages': visualize.image_grid(
-            [visualize.stage_panel(crop, maps, predictions.keypoints_input[i],
+            [visualize.stage_panel(crop, maps.max(-1), predictions.keypoints_input[i],
                                    predictions.scores[i], setup.spec)
              for i, (crop, maps) in enumerate(zip(crops[:STAGE_PANELS],
                                                   stage_maps))], columns=1),
