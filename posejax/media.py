@@ -141,7 +141,7 @@ def boxes_for(boxes: dict[str, np.ndarray], file_name: str) -> np.ndarray:
 
 
 @functools.cache
-def _hog_detector():
+def hog_detector():
   if not hasattr(cv2, 'HOGDescriptor'):
     raise ValueError(
         f'--boxes=hog needs OpenCV\'s HOG people detector, which OpenCV '
@@ -161,6 +161,11 @@ def hog_people(image: np.ndarray) -> np.ndarray:
   sitting, lying, small or crowded people, and boxes are loose. Returns
   (N, 4) x, y, w, h boxes.
   """
-  rects, _ = _hog_detector().detectMultiScale(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY),
-                                   winStride=(8, 8), padding=(8, 8), scale=1.05)
+  detector = hog_detector()
+  if image.shape[0] < 128 or image.shape[1] < 64:
+    # Smaller than the detector's 64x128 window: nothing to find (and OpenCV
+    # 4.x aborts on such images).
+    return np.zeros((0, 4), np.float32)
+  rects, _ = detector.detectMultiScale(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY),
+                                       winStride=(8, 8), padding=(8, 8), scale=1.05)
   return np.asarray(rects, np.float32).reshape(-1, 4)

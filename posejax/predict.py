@@ -263,7 +263,7 @@ class _Run:
       if self.spec.oks_sigmas is None:
         raise ValueError("--boxes=hog finds people; the network's keypoints "
                          f'({self.spec.name}) are not a person layout.')
-      media.hog_people(np.zeros((8, 8, 3), np.uint8))  # fails now if unavailable
+      media.hog_detector()  # says now if this OpenCV lacks it
     os.makedirs(output, exist_ok=True)
 
   def predict(self, image: np.ndarray, name: str) -> ImagePrediction:

@@ -168,3 +168,29 @@ def test_cli_without_a_checkpoint_or_with_other_keypoints(run, smoke_data_dir, t
               f'--config.dataset.data_dir={smoke_data_dir}', f'--input={image}',
               f'--output={tmp_path / "out"}', '--config.model.stem_width=8')
   assert proc.returncode != 0 and 'does not fit config.model' in proc.stderr
+
+
+def test_hog_boxes_keep_one_pose_per_person(run, tmp_path, monkeypatch):
+  """Several HOG windows on one person leave one pose after OKS-NMS."""
+  from posejax import media
+  from posejax import predict
+  config, _, _, workdir = run
+  predictor = predict.Predictor.from_workdir(config, workdir)
+  try:
+    cli = predict._Run(predictor, 'hog', str(tmp_path), heatmaps=False)
+  except ValueError as e:  # an OpenCV without the detector says so
+    assert 'opencv-python-headless<5' in str(e)
+    pytest.skip(str(e))
+  image = np.random.default_rng(0).integers(0, 255, (200, 160, 3), np.uint8)
+  assert media.hog_people(image).shape[1] == 4  # runs on an image (finds none in noise)
+  assert media.hog_people(image[:100, :50]).shape == (0, 4)  # below its window
+  # The same window found at several scales of the pyramid (identical boxes
+  # give identical poses, whatever the untrained network predicts).
+  same = [[40, 20, 64, 128]] * 3
+  monkeypatch.setattr(media, 'hog_people', lambda _: np.asarray(same, np.float32))
+  prediction = cli.predict(image, 'x.png')
+  assert len(prediction.boxes) == 1
+  np.testing.assert_array_equal(prediction.boxes[0], same[0])
+  far = same[:1] + [[100, 60, 40, 80]]
+  monkeypatch.setattr(media, 'hog_people', lambda _: np.asarray(far, np.float32))
+  assert len(cli.predict(image, 'x.png').boxes) == 2
