@@ -105,7 +105,7 @@ def predict_split(setup, variables, keep_images: int = 0):
   flip_index = setup.spec.flip_index if config.eval.flip_test else None
   predict_fn = predict.make_predict_fn(setup.model, setup.codec, flip_index,
                                        config.eval.get('flip_shift', False),
-                                       stage_maps=keep_images > 0)
+                                       stage_maps='max' if keep_images else '')
   return predict.predict_batches(
       predict_fn, variables, ds.as_numpy_iterator(), setup.mesh,
       config.eval.batch_size, tuple(config.input.size), keep_images=keep_images,
@@ -146,7 +146,7 @@ def evaluate(setup, variables, workdir: str, step: int, writer=None) -> dict:
     pictures = {
         'predictions': _prediction_grid(crops, predictions, setup.spec),
         'stages': visualize.image_grid(
-            [visualize.stage_panel(crop, maps.max(-1), predictions.keypoints_input[i],
+            [visualize.stage_panel(crop, maps, predictions.keypoints_input[i],
                                    predictions.scores[i], setup.spec)
              for i, (crop, maps) in enumerate(zip(crops[:STAGE_PANELS],
                                                   stage_maps))], columns=1),

@@ -41,15 +41,16 @@ from posejax.models import summary
 
 
 def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
-                    flip_shift: bool = False, stage_maps: bool = False):
+                    flip_shift: bool = False, stage_maps: str = ''):
   """(variables, uint8 images) -> (keypoints (B,K,2) input px, scores (B,K)).
 
   With `flip_index`, the mirrored crop is predicted too and its heatmaps,
   mirrored back with left/right swapped, are averaged with the plain ones.
   `flip_shift` moves the mirrored-back maps one pixel right first, as the
   official HRNet code's TEST.SHIFT_HEATMAP (see `codecs.shift_heatmaps_right`).
-  With `stage_maps`, a third output (B, S, h, w, K) holds every supervised
-  stage's heatmaps of the plain crop.
+  With `stage_maps`, a third output holds every supervised stage's heatmaps
+  of the plain crop: 'all' (B, S, h, w, K), or 'max' over the joints
+  (B, S, h, w), K times smaller, which is what pictures of many batches need.
   """
   def predict(variables, images):
     x = common.model_inputs(model, images)
@@ -62,7 +63,10 @@ def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
     keypoints, scores = codec.decode(heatmaps)
     if not stage_maps:
       return keypoints, scores
-    return keypoints, scores, jnp.stack([s.astype(jnp.float32) for s in stages], 1)
+    if stage_maps not in ('all', 'max'):
+      raise ValueError(f"stage_maps must be '', 'all' or 'max', got {stage_maps!r}.")
+    maps = jnp.stack([s.astype(jnp.float32) for s in stages], 1)
+    return keypoints, scores, maps if stage_maps == 'all' else maps.max(-1)
   return jax.jit(predict)
 
 
@@ -79,7 +83,7 @@ def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
   with the inverse of the `crop` the pipeline made, `geometry.input_to_image`;
   the batch fields named in `extras` go to `Predictions.extras`), the first
   `keep_images` crops, and their stage maps when `predict_fn` makes them
-  (`make_predict_fn(..., stage_maps=True)`; else None).
+  (`make_predict_fn(..., stage_maps=...)`; else None).
   """
   sharding.check_batch_size(batch_size, mesh, 'eval.batch_size')
   columns: dict[str, list] = {}
@@ -151,7 +155,7 @@ class Predictor:
     self.input_size = tuple(config.input.size)
     self._predict = make_predict_fn(
         model, codec, spec.flip_index if config.eval.flip_test else None,
-        config.eval.get('flip_shift', False), stage_maps=True)
+        config.eval.get('flip_shift', False), stage_maps='all')
 
   @classmethod
   def from_workdir(cls, config, workdir: str, step: int | None = None,
