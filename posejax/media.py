@@ -2,7 +2,7 @@
 
 What `python -m posejax.predict` reads, kept apart from the prediction itself
 (posejax/predict.py). Images are RGB uint8 throughout (OpenCV's BGR is
-converted on read and write).
+converted on read and for the video writer).
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ def read_image(path: str) -> np.ndarray:
   if image is None:
     raise ValueError(f'{path}: not a readable image.')
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def write_image(path: str, image_rgb: np.ndarray) -> None:
-  if not cv2.imwrite(path, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-    raise OSError(f'Could not write {path}.')
 
 
 def kind_of(path: str) -> str:
