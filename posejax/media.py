@@ -139,10 +139,10 @@ def boxes_for(boxes: dict[str, np.ndarray], file_name: str) -> np.ndarray:
 def hog_detector():
   if not hasattr(cv2, 'HOGDescriptor'):
     raise ValueError(
-        f'--boxes=hog needs OpenCV\'s HOG people detector, which OpenCV '
-        f'{cv2.__version__} does not include (OpenCV 5 moved it out of the main '
-        "package); pip install 'opencv-python-headless<5', or pass boxes as a "
-        "json file or 'whole'.")
+        f'--boxes=hog needs OpenCV\'s HOG people detector, which this OpenCV '
+        f'({cv2.__version__}) lacks: OpenCV 5 moved it to the contrib build. '
+        'pip uninstall opencv-python opencv-python-headless, then pip install '
+        "opencv-contrib-python-headless; or pass boxes as a json file or 'whole'.")
   hog = cv2.HOGDescriptor()
   hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
   return hog
