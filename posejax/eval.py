@@ -1,7 +1,9 @@
 """`python -m posejax.eval --config=... --workdir=DIR [--step=N | --best]`.
 
 Evaluates a checkpoint of DIR (the latest by default) with the config's
-metric and writes `DIR/eval/step_<N>/` (see posejax/evaluate.py).
+metric and writes `DIR/eval/step_<N>/` (see posejax/evaluate.py). Takes the
+launch flags of `posejax.main` for several processes (posejax/distributed.py):
+each predicts its share of the split, process 0 scores and writes.
 """
 
 import json
@@ -13,6 +15,7 @@ from ml_collections import config_flags
 
 import posejax
 from posejax import config_lib
+from posejax import distributed
 from posejax import evaluate
 from posejax import experiment
 
@@ -22,11 +25,13 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   values = flags.FLAGS
   try:
+    distributed.initialize_from_flags()
     # The checkpoint first: a wrong --workdir should not wait for the data.
     variables, step = experiment.load_variables(values.workdir, values.step,
                                                 values.best)
     setup = experiment.Setup(values.config)
-  except (experiment.SetupError, FileNotFoundError) as e:
+    distributed.check_same_config(config_lib.flatten(values.config))
+  except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'posejax: {e}') from None
   variables = jax.device_put(variables, jax.sharding.NamedSharding(
       setup.mesh, jax.sharding.PartitionSpec()))
@@ -42,5 +47,6 @@ if __name__ == '__main__':
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_bool('best', False, 'Evaluate the state of the lowest validation '
                     'loss that early stopping kept (train.early_stopping).')
+  distributed.define_flags()
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main, flags_parser=config_lib.parse_flags)

@@ -19,10 +19,12 @@ import os
 
 from absl import logging
 import cv2
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
 from posejax import data
+from posejax import distributed
 from posejax import evaluation
 from posejax import predict
 from posejax import visualize
@@ -101,7 +103,9 @@ def predict_split(setup, variables, keep_images: int = 0):
   if path is not None:
     boxes = detections.load_detections(path,
                                        config.eval.get('box_score_threshold', 0.0))
-  ds = pipeline.eval_dataset(setup.builder, config, detections=boxes)
+  ds = pipeline.eval_dataset(setup.builder, config, detections=boxes,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
   flip_index = setup.spec.flip_index if config.eval.flip_test else None
   predict_fn = predict.make_predict_fn(setup.model, setup.codec, flip_index,
                                        config.eval.get('flip_shift', False),
@@ -132,9 +136,28 @@ def evaluate(setup, variables, workdir: str, step: int, writer=None) -> dict:
   config = setup.config
   predictions, crops, stage_maps = predict_split(setup, variables,
                                                  config.eval.num_images_to_draw)
+  # Every process holds every prediction; process 0 scores them and writes
+  # the files, and the others take its metrics (or its error).
+  outcome = None
+  if jax.process_index() == 0:
+    try:
+      outcome = _score_and_write(setup, predictions, crops, stage_maps, workdir,
+                                 step, writer)
+    except Exception as e:  # pylint: disable=broad-except
+      if jax.process_count() == 1:
+        raise
+      outcome = e
+  outcome = distributed.from_process_zero(outcome)
+  if isinstance(outcome, Exception):
+    raise outcome
+  return outcome
+
+
+def _score_and_write(setup, predictions, crops, stage_maps, workdir, step,
+                     writer) -> dict:
+  config = setup.config
   kept = postprocess(predictions, config, setup.spec)
   metrics = score(setup, kept)
-
   out_dir = os.path.join(workdir, 'eval', f'step_{step}')
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'results.json'), 'w') as f:

@@ -22,6 +22,9 @@ import os
 
 from absl import logging
 import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from posejax import codecs
@@ -77,7 +80,13 @@ class Setup:
     missing = [m for m in missing if m]
     if missing:
       raise FileNotFoundError('\n\n'.join(missing))
+    # With several processes, process 0 builds missing records first (the
+    # others would race it on a shared file system), then the rest.
+    if jax.process_index() > 0:
+      multihost_utils.sync_global_devices('posejax: records')
     data.prepare_records(self.builder, config.dataset)
+    if jax.process_count() > 1 and jax.process_index() == 0:
+      multihost_utils.sync_global_devices('posejax: records')
 
 
 def metric_name(config, builder_cls) -> str:
@@ -138,7 +147,9 @@ def load_variables(workdir: str, step: int | None = None, best: bool = False):
   directory = os.path.join(os.path.abspath(workdir),
                            BEST_CHECKPOINT_DIR if best else CHECKPOINT_DIR)
   # Orbax would create a missing directory; a wrong --workdir should not.
-  manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
+  manager = (ocp.CheckpointManager(
+      directory, item_handlers=ocp.StandardCheckpointHandler())
+             if os.path.isdir(directory) else None)
   found = list(manager.all_steps()) if manager else []
   step = (manager.latest_step() if manager else None) if step is None else step
   if step is None or step not in found:
@@ -148,7 +159,14 @@ def load_variables(workdir: str, step: int | None = None, best: bool = False):
         + ('Only runs with train.early_stopping keep a best checkpoint.' if best
            else 'Train first with `python -m posejax.main --config=... '
            '--workdir=...`.'))
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  # Restored replicated on this run's devices, whatever devices (and how
+  # many processes) saved it: a run trained on a GPU node evaluates on a
+  # laptop, and the other way round.
+  everywhere = NamedSharding(Mesh(np.asarray(jax.devices()), ('data',)), P())
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=everywhere),
+      manager.item_metadata(step))
+  restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
   variables = {'params': restored['params'],
                'batch_stats': restored.get('batch_stats', {})}
   return variables, step

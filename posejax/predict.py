@@ -28,6 +28,7 @@ import tqdm
 import posejax
 from posejax import codecs
 from posejax import config_lib
+from posejax import distributed
 from posejax import experiment
 from posejax import geometry
 from posejax import media
@@ -77,21 +78,28 @@ def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
                     crop: str = 'centred'):
   """Runs `predict_fn` over host batches of `pipeline.eval_dataset`.
 
-  A short last batch is padded to `batch_size` (`sharding.pad_batch`) so the
-  jitted function compiles once; padding rows are dropped again. Returns the
-  `Predictions` of every instance (keypoints mapped back to image pixels
+  `batch_size` is global; this process's batches hold its share of each
+  (`sharding.local_batch_size`). A short last batch is padded
+  (`sharding.pad_batch`) so the jitted function compiles once, and with
+  several processes every process runs the same number of steps
+  (`distributed.lockstep`); padding rows are dropped again. Returns the
+  `Predictions` of every instance of every process (keypoints mapped back to image pixels
   with the inverse of the `crop` the pipeline made, `geometry.input_to_image`;
   the batch fields named in `extras` go to `Predictions.extras`), the first
-  `keep_images` crops, and their stage maps when `predict_fn` makes them
+  `keep_images` crops of this process, and their stage maps when `predict_fn` makes them
   (`make_predict_fn(..., stage_maps=...)`; else None).
   """
   sharding.check_batch_size(batch_size, mesh, 'eval.batch_size')
+  local_size = sharding.local_batch_size(batch_size)
+  blank = lambda: {'image': np.zeros((1, *input_size, 3), np.uint8)}
   columns: dict[str, list] = {}
   kept, kept_maps = [], []
-  for batch in batches:
-    padded, valid = sharding.pad_batch({'image': batch['image']}, batch_size)
+  for batch, real in distributed.lockstep(batches, blank):
+    padded, valid = sharding.pad_batch({'image': batch['image']}, local_size)
     outputs = predict_fn(variables, sharding.global_batch(padded, mesh)['image'])
-    keypoints, scores = jax.device_get(outputs[:2])
+    if not real:  # this process is done; the others still need its devices
+      continue
+    keypoints, scores = (sharding.host_rows(x, mesh) for x in outputs[:2])
     rows = {'keypoints_input': keypoints[valid], 'scores': scores[valid]}
     rows.update({k: v for k, v in batch.items() if k != 'image'})
     for k, v in rows.items():
@@ -100,12 +108,18 @@ def predict_batches(predict_fn, variables, batches: Iterable[dict], mesh,
       wanted = keep_images - len(kept)
       kept.extend(batch['image'][:wanted])
       if len(outputs) > 2:
-        kept_maps.extend(jax.device_get(outputs[2])[:len(batch['image'])][:wanted])
-  if not columns:
+        maps = sharding.host_rows(outputs[2], mesh)
+        kept_maps.extend(maps[:len(batch['image'])][:wanted])
+  # Every process's instances, in process order (each read a contiguous
+  # share of the split): the single-process predictions on every process.
+  shares = distributed.allgather_objects(
+      {k: np.concatenate(v) for k, v in columns.items()})
+  shares = [share for share in shares if share]
+  if not shares:
     raise ValueError(
         'No instance to predict: the eval split has no scored instance (or, '
         'with config.eval.boxes, no kept person detection on its images).')
-  c = {k: np.concatenate(v) for k, v in columns.items()}
+  c = {k: np.concatenate([share[k] for share in shares]) for k in shares[0]}
   predictions = Predictions(
       image_id=c['image_id'],
       keypoints=geometry.input_to_image(c['keypoints_input'], c['center'],

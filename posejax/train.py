@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from posejax import config_lib
+from posejax import distributed
 from posejax import evaluate
 from posejax import experiment
 from posejax import pretrained
@@ -30,16 +31,24 @@ from posejax.data import pipeline
 
 
 def validation_loss(loss_fn, variables, batches, mesh, batch_size: int) -> float:
-  """Mean per-instance loss over host batches (the last may be short)."""
+  """Mean per-instance loss over this process's eval batches (the last may
+  be short), and over every process's when there are several.
+
+  `batch_size` is global; the loss sums and instance counts come back from
+  the jitted `loss_fn` already summed over the whole mesh.
+  """
   total, count = 0.0, 0
-  for batch in batches:
-    n = len(batch['image'])
-    padded, valid = sharding.pad_batch(
-        {k: batch[k] for k in ('image', 'keypoints', 'visibility')}, batch_size)
-    g = sharding.global_batch({**padded, 'valid': valid}, mesh)
-    total += float(loss_fn(variables, g['image'], g['keypoints'], g['visibility'],
-                           g['valid']))
-    count += n
+  fields = ('image', 'keypoints', 'visibility')
+  blank = None
+  for batch, real in distributed.lockstep(batches, lambda: blank):
+    blank = {k: batch[k][:1] for k in fields}
+    padded, valid = sharding.pad_batch({k: batch[k] for k in fields},
+                                       sharding.local_batch_size(batch_size))
+    g = sharding.global_batch({**padded, 'valid': valid & real}, mesh)
+    loss_sum, n = loss_fn(variables, g['image'], g['keypoints'], g['visibility'],
+                          g['valid'])
+    total += float(loss_sum)
+    count += int(n)
   if not count:
     raise ValueError('Early stopping: the eval split has no instance to '
                      'measure the validation loss on.')
@@ -53,6 +62,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   setup = experiment.Setup(config)
   model, mesh = setup.model, setup.mesh
+  try:
+    distributed.check_same_config(config_lib.flatten(config))
+  except ValueError as e:
+    raise experiment.SetupError(str(e)) from e
   manager = experiment.checkpoint_manager(workdir, config.train.keep_checkpoints)
   backbone = None
   if manager.latest_step() is None and config.model.get('pretrained'):
@@ -130,7 +143,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       with report.timed('validation'):
         loss = validation_loss(
             loss_fn, state.variables,
-            pipeline.eval_dataset(setup.builder, config).as_numpy_iterator(),
+            pipeline.eval_dataset(
+                setup.builder, config, process_index=jax.process_index(),
+                process_count=jax.process_count()).as_numpy_iterator(),
             mesh, config.eval.batch_size)
       writer.write_scalars(step, {'validation/loss': loss})
       if loss < best_loss:

@@ -115,16 +115,18 @@ def jit_train_step(model, codec, tx, mesh, state, stage_weights=None):
 
 
 def make_validation_loss_fn(model, codec, stage_weights=None):
-  """(variables, images, keypoints, visibility, valid) -> summed loss.
+  """(variables, images, keypoints, visibility, valid) -> (loss sum, count).
 
-  The training loss in inference mode (BatchNorm running statistics), times
-  the batch size, so that it sums over instances; rows with `valid` False
-  (padding of a short last batch) contribute nothing.
+  The training loss in inference mode (BatchNorm running statistics) summed
+  over the batch's instances, and their number; rows with `valid` False
+  (padding of a short last batch) count for nothing. Both are global sums
+  over the mesh.
   """
   def loss_sum(variables, images, keypoints, visibility, valid):
     targets, weights = codec.encode(keypoints, visibility)
     outputs = model.apply(variables, common.model_inputs(model, images), train=False)
     weights = weights * valid[:, None].astype(weights.dtype)
-    return images.shape[0] * losses.multi_stage_loss(
+    loss = images.shape[0] * losses.multi_stage_loss(
         outputs, targets, weights, stage_weights)
+    return loss, valid.sum()
   return jax.jit(loss_sum)

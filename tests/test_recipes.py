@@ -419,6 +419,8 @@ def test_validation_loss_is_the_mean_over_instances_without_padding(fixtures):
   both = {k: np.concatenate([b[k] for b in singles]) for k in singles[0]}
   g = sharding.global_batch({k: both[k] for k in ('image', 'keypoints', 'visibility')},
                             setup.mesh)
-  whole = float(loss_fn(state.variables, g['image'], g['keypoints'], g['visibility'],
-                        np.ones(2, bool))) / 2
+  loss_sum, count = loss_fn(state.variables, g['image'], g['keypoints'],
+                            g['visibility'], np.ones(2, bool))
+  assert int(count) == 2
+  whole = float(loss_sum) / 2
   assert padded == pytest.approx(whole, rel=1e-5) and whole > 0

@@ -84,7 +84,7 @@ def test_every_module_imports():
 def test_step_and_prediction_import_without_tensorflow():
   code = ('import sys\n'
           'import posejax.train_step, posejax.predict, posejax.geometry, '
-          'posejax.benchmark, posejax.evaluation.predictions\n'
+          'posejax.benchmark, posejax.distributed, posejax.evaluation.predictions\n'
           'assert "tensorflow" not in sys.modules, "tensorflow imported"\n')
   proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))

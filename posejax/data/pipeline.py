@@ -210,23 +210,26 @@ def count_instances(builder, split: str) -> int:
   return int(ds.reduce(tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
-def _process_split(split: str, process_index: int, process_count: int) -> str:
-  if process_count == 1:
-    return split
-  return tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
-
-
 def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 0,
                   process_count: int = 1) -> tf.data.Dataset:
   """Infinite batches of augmented training instances for this host.
 
-  Each host reads its own slice of the split and yields host-local batches of
-  `train.global_batch_size // process_count`; batch b of the stream is the one
-  the train step `start_step + b` consumes.
+  Every host walks the same shuffled stream of the whole split, and keeps its
+  `train.global_batch_size // process_count` rows of each global batch
+  before anything is decoded: process p holds rows [p * L, (p + 1) * L) of
+  every global batch. Each instance's augmentation is drawn from the seed
+  and its position in the stream, so the global batches are the same for
+  any number of processes (a run may resume on another number of hosts),
+  and batch b of the stream is the one the train step `start_step + b`
+  consumes.
   """
   spec = keypoints_lib.get_spec(builder.builder_config.keypoints)
-  local_batch = config.train.global_batch_size // process_count
-  split = _process_split(config.dataset.train_split, process_index, process_count)
+  global_batch = config.train.global_batch_size
+  if global_batch % process_count:
+    raise ValueError(f'train.global_batch_size = {global_batch} does not split '
+                     f'over {process_count} processes.')
+  local_batch = global_batch // process_count
+  split = config.dataset.train_split
   num_instances = count_instances(builder, split)
   if num_instances == 0:
     raise ValueError(f'No person instances with keypoints in split {split!r}.')
@@ -245,11 +248,14 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
     return instances.shuffle(buffer, seed=seed * 1_000_003 + e,
                              reshuffle_each_iteration=False)
 
-  offset = start_step * local_batch
+  offset = start_step * global_batch
   first_epoch, skip = divmod(offset, num_instances)
   stream = epoch(tf.constant(first_epoch, tf.int64)).skip(skip).concatenate(
       tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(epoch))
   stream = stream.enumerate(start=offset)
+  if process_count > 1:
+    stream = stream.filter(
+        lambda index, _: (index % global_batch) // local_batch == process_index)
 
   def make(index, instance):
     example_seed = tf.stack([tf.cast(seed, tf.int64), index])
@@ -301,7 +307,8 @@ def _detection_instances(records: tf.data.Dataset, detections: dict,
 
 
 def eval_dataset(builder, config, split: str | None = None, *,
-                 detections: dict | None = None) -> tf.data.Dataset:
+                 detections: dict | None = None, process_index: int = 0,
+                 process_count: int = 1) -> tf.data.Dataset:
   """Every scored instance of the eval split once, in a fixed order, unaugmented.
 
   Without `detections` an instance is an annotated object (as in training);
@@ -309,9 +316,16 @@ def eval_dataset(builder, config, split: str | None = None, *,
   detection box. Batches of `eval.batch_size`, the last one short. Besides
   the training fields, examples carry `gt_keypoints` (the annotation in image
   pixels) and the fields the builder names in EVAL_EXTRAS (`posejax/data`).
+
+  With several processes, process p reads the p-th of `process_count`
+  contiguous shares of the split's images (`tfds.even_splits`), in batches
+  of `eval.batch_size // process_count`; concatenated in process order,
+  their instances are the single-process ones in the same order.
   """
   spec = keypoints_lib.get_spec(builder.builder_config.keypoints)
   split = split or config.dataset.eval_split
+  if process_count > 1:
+    split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
   records = _records(builder, split)
   if detections is None:
     instances = records.flat_map(_explode_instances).filter(_is_person_instance)
@@ -323,4 +337,5 @@ def eval_dataset(builder, config, split: str | None = None, *,
       lambda inst: _make_example(inst, tf.constant([0, 0], tf.int64), config, spec,
                                  False, eval_extras),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.batch(config.eval.batch_size).prefetch(2).with_options(_options())
+  return ds.batch(config.eval.batch_size // process_count).prefetch(2).with_options(
+      _options())
