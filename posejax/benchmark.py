@@ -3,6 +3,8 @@ r"""Images/s of the inference and training steps of one network.
   python -m posejax.benchmark --model=hrnet:w32 --batch=32 --input=256x192 \
       --dtype=bfloat16 [--keypoints=17 --steps=20 --warmup=3]
 
+(`--pipeline` measures the input pipeline instead: posejax/pipeline_benchmark.py.)
+
 Measures the code that runs in practice, on one device: the forward is
 `predict.make_predict_fn` without flip test (normalise, eval-mode forward,
 decode), the train step is `train_step.jit_train_step` (render targets,
@@ -256,6 +258,12 @@ def define_flags() -> None:
       'keypoints', None, "Heatmap channels; the network's usual if unset.")
   flags.DEFINE_integer('steps', 20, 'Timed steps of each kind (median).')
   flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+  flags.DEFINE_bool('pipeline', False, 'Measure the input pipeline\'s crops/s '
+                    'per core instead (posejax/pipeline_benchmark.py).')
+  flags.DEFINE_list('cores', ['1'], 'With --pipeline: numbers of cores to pin to.')
+  flags.DEFINE_integer('images', 256, 'With --pipeline: generated 640x480 images.')
+  flags.DEFINE_integer('crops', 640, 'With --pipeline: timed crops per run.')
+  flags.DEFINE_string('data_dir', None, 'With --pipeline: where the images go.')
   flags.DEFINE_float(
       'peak_tflops', None,
       "The device's peak TFLOP/s at --dtype, to report the utilisation.")
@@ -265,6 +273,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   values = flags.FLAGS
+  if values.pipeline:
+    # TensorFlow only here: the step benchmark runs without it.
+    from posejax import pipeline_benchmark  # pylint: disable=g-import-not-at-top
+    try:
+      result = pipeline_benchmark.benchmark(
+          [int(n) for n in values.cores], values.images, values.crops,
+          values.data_dir)
+    except ValueError as e:
+      raise SystemExit(f'posejax.benchmark: {e}') from None
+    print(json.dumps(result), flush=True)
+    return
   try:
     input_size = (summary.parse_input_size(values.input)
                   if values.input else None)

@@ -33,3 +33,21 @@ def test_benchmark_reports_positive_finite_numbers():
   assert any(line.startswith('backend: cpu') for line in lines)
   assert any('n/a' in line for line in lines)
 
+
+
+def test_pipeline_benchmark_measures_both_loops(tmp_path):
+  """`--pipeline`: the tf.data pipeline and the OpenCV loop, pinned to a core."""
+  from posejax import pipeline_benchmark
+  lines = []
+  result = pipeline_benchmark.benchmark(cores=[1], num_images=12, crops=64,
+                                        data_dir=str(tmp_path), log=lines.append)
+  json.dumps(result)
+  assert result['image_size'] == [480, 640] and result['input_size'] == [256, 192]
+  (run,) = result['runs']
+  assert run['cores'] == 1 and run['crops_per_s'] > 0
+  assert math.isclose(run['ratio_to_opencv'],
+                      run['crops_per_s_per_core'] / result['opencv_crops_per_s_per_core'])
+  assert any('needs about' in line for line in lines)
+  assert pipeline_benchmark.cores_per_gpu(3000, 500) == 6
+  with __import__('pytest').raises(ValueError, match='--cores must be within'):
+    pipeline_benchmark.benchmark(cores=[10_000], data_dir=str(tmp_path))

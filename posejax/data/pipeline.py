@@ -128,6 +128,54 @@ def _decode(encoded):
   return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
+def _is_jpeg(encoded):
+  return tf.strings.substr(encoded, 0, 3) == b'\xff\xd8\xff'
+
+
+def _image_shape(image):
+  """(height, width, channels) of a decoded image, or of encoded bytes."""
+  if image.dtype != tf.string:
+    return tf.shape(image)
+  return tf.cond(_is_jpeg(image), lambda: tf.io.extract_jpeg_shape(image),
+                 lambda: tf.shape(_decode(image)))
+
+
+def _decode_window(encoded, matrix, output_size):
+  """Decodes the part of an image that a crop samples, and the crop's matrix
+  for that part.
+
+  A training crop of a person usually covers a fraction of a COCO photo; a
+  JPEG is decoded only inside the box around the crop's corners (one pixel
+  beyond the output and a two-pixel margin for bilinear sampling, clipped to
+  the image) with `decode_and_crop_jpeg`, which skips the rest of the image,
+  and the matrix is shifted to the window's origin. Other formats are
+  decoded whole.
+  """
+  height, width = output_size
+  inverse = tf.linalg.inv(matrix)
+  corners = tf.constant([[-1, -1], [width, -1], [-1, height], [width, height]],
+                        tf.float32)
+  source = tf.linalg.matmul(corners, inverse[:2, :2], transpose_b=True) + inverse[:2, 2]
+  low = tf.cast(tf.floor(tf.reduce_min(source, 0)), tf.int32) - 2
+  high = tf.cast(tf.math.ceil(tf.reduce_max(source, 0)), tf.int32) + 2
+
+  def jpeg_window():
+    shape = tf.io.extract_jpeg_shape(encoded)
+    limit = tf.stack([shape[1], shape[0]]) - 1  # (x, y) of the last pixel
+    start = tf.clip_by_value(low, 0, limit)
+    end = tf.clip_by_value(high, start, limit)
+    window = tf.stack([start[1], start[0], end[1] - start[1] + 1, end[0] - start[0] + 1])
+    return (tf.io.decode_and_crop_jpeg(encoded, window, channels=3),
+            tf.cast(start, tf.float32))
+
+  def whole():
+    return _decode(encoded), tf.zeros([2], tf.float32)
+
+  image, origin = tf.cond(_is_jpeg(encoded), jpeg_window, whole)
+  shift = tf.tensor_scatter_nd_update(tf.eye(3), [[0, 2], [1, 2]], origin)
+  return image, tf.linalg.matmul(matrix, shift)
+
+
 def _is_person_instance(instance):
   """Instances that train and that the ground-truth-box evaluation scores.
 
@@ -143,12 +191,15 @@ def _make_example(instance, seed, config, spec, train: bool, eval_extras=()):
   aspect_ratio = input_size[1] / input_size[0]
   crop = config.input.get('crop', 'centred')
   image = instance['image']
-  if image.dtype == tf.string:
+  # Training decodes only the part of a JPEG its crop samples (`_decode_window`);
+  # evaluation decodes whole images, as prediction on images does.
+  windowed = train and image.dtype == tf.string
+  if image.dtype == tf.string and not windowed:
     image = _decode(image)
   bbox = instance['bbox']
   if crop == 'official' and 'box_score' not in instance:
     # An annotated box (not a detection), as the official loader cleans it.
-    size = tf.cast(tf.shape(image), tf.float32)
+    size = tf.cast(_image_shape(image), tf.float32)
     bbox = geometry.clip_box_official(tf.cast(bbox, tf.float32), size[1], size[0],
                                       xp=tf)
   center, scale = box_to_center_scale(bbox, aspect_ratio, config.input.padding)
@@ -164,7 +215,8 @@ def _make_example(instance, seed, config, spec, train: bool, eval_extras=()):
   keypoints = tf.where(flip, tf.gather(keypoints, flip_index), keypoints)
   visibility = tf.where(flip, tf.gather(visibility, flip_index), visibility)
   example = {
-      'image': warp_image(image, matrix, input_size),
+      'image': (warp_image(*_decode_window(image, matrix, input_size), input_size)
+                if windowed else warp_image(image, matrix, input_size)),
       'keypoints': keypoints,
       'visibility': visibility,
       'image_id': instance['image_id'],

@@ -89,3 +89,38 @@ def test_training_flip_mirrors_the_crop_and_swaps_left_and_right(
       np.testing.assert_allclose(batch['image'][i].astype(int), image[:, ::-1].astype(int), atol=1)
       seen['flipped'] += 1
   assert seen['plain'] > 0 and seen['flipped'] > 0, seen
+
+
+@pytest.mark.parametrize('box, rotation, flip', [
+    ([200, 100, 150, 300], 30.0, False),   # inside the image
+    ([-100, -50, 200, 300], 0.0, True),    # over the top-left corner
+    ([560, 380, 200, 200], 170.0, False),  # over the bottom-right corner
+    ([900, 900, 20, 20], 0.0, False),      # outside the image: all zeros
+])
+def test_training_decodes_only_the_crops_window(box, rotation, flip):
+  """The windowed JPEG decode warps to the crop of the whole image."""
+  import cv2
+  import tensorflow as tf
+  from posejax import geometry
+  rng = np.random.default_rng(0)
+  # A photo-like image: smooth gradients plus texture.
+  yy, xx = np.mgrid[:480, :640]
+  image = np.stack([xx * 255 // 640, yy * 255 // 480, (xx + yy) % 256], -1)
+  image = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
+  encoded = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+  center, scale = geometry.box_to_center_scale(np.asarray(box, np.float32), 0.75, 1.25)
+  matrix = tf.constant(geometry.crop_matrix(center, scale, np.float32(rotation),
+                                            (256, 192), np.bool_(flip)), tf.float32)
+  whole = pipeline.warp_image(tf.io.decode_jpeg(encoded, channels=3), matrix, (256, 192))
+  window, shifted = pipeline._decode_window(tf.constant(encoded), matrix, (256, 192))
+  assert window.shape[0] * window.shape[1] <= 480 * 640
+  windowed = pipeline.warp_image(window, shifted, (256, 192))
+  diff = np.abs(whole.numpy().astype(int) - windowed.numpy().astype(int))
+  assert diff.max() <= 1  # bilinear weights rounded differently
+  if box[0] > 640:
+    assert windowed.numpy().max() == 0
+  # Another format is decoded whole, with the matrix unchanged.
+  png = tf.constant(cv2.imencode('.png', image)[1].tobytes())
+  decoded, same = pipeline._decode_window(png, matrix, (256, 192))
+  assert decoded.shape == (480, 640, 3)
+  np.testing.assert_array_equal(same.numpy(), matrix.numpy())
