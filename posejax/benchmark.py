@@ -120,7 +120,8 @@ def benchmark(model_spec: str | Mapping[str, Any],
               steps: int = 20,
               warmup: int = 3,
               peak_tflops: float | None = None,
-              log: Callable[[str], None] | None = print) -> dict[str, Any]:
+              log: Callable[[str], None] | None = print,
+              forward: bool = True) -> dict[str, Any]:
   """Measures inference and train-step throughput of one network.
 
   Args:
@@ -136,6 +137,7 @@ def benchmark(model_spec: str | Mapping[str, Any],
     warmup: untimed steps of each kind after compilation.
     peak_tflops: the device's peak FLOP/s in TFLOP/s, for the utilisation.
     log: called with a line of progress; None for silence.
+    forward: also measure the inference step (else the train step only).
 
   Returns:
     A JSON-ready dict: the setup (model, batch, input, dtype, backend,
@@ -216,12 +218,13 @@ def benchmark(model_spec: str | Mapping[str, Any],
     say(line)
 
   # Forward first: the train step donates (consumes) the state.
-  predict_fn = predict.make_predict_fn(model, codec)
   variables = state.variables
-  compiled, compile_s = _compile(predict_fn, variables, batch['image'])
-  times = _time_steps(lambda: compiled(variables, batch['image']), warmup,
-                      steps)
-  report('forward', compiled, compile_s, times)
+  if forward:
+    predict_fn = predict.make_predict_fn(model, codec)
+    compiled, compile_s = _compile(predict_fn, variables, batch['image'])
+    times = _time_steps(lambda: compiled(variables, batch['image']), warmup,
+                        steps)
+    report('forward', compiled, compile_s, times)
 
   step_fn = train_step.jit_train_step(model, codec, tx, mesh, state)
   compiled, compile_s = _compile(step_fn, state, batch)

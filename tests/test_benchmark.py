@@ -51,3 +51,22 @@ def test_pipeline_benchmark_measures_both_loops(tmp_path):
   assert pipeline_benchmark.cores_per_gpu(3000, 500) == 6
   with __import__('pytest').raises(ValueError, match='--cores must be within'):
     pipeline_benchmark.benchmark(cores=[10_000], data_dir=str(tmp_path))
+
+
+def test_gpu_benchmark_script_prints_one_table(tmp_path):
+  """benchmarks/gpu.py --smoke: both halves (JAX, PyTorch) and the table."""
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / 'gpu.json'
+  proc = subprocess.run([sys.executable, 'benchmarks/gpu.py', '--smoke', f'--out={out}'],
+                        cwd=repo, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [line for line in proc.stdout.splitlines() if line.startswith('| hrnet')]
+  assert len(rows) == 2 and '| float32 |' in rows[0] and '| bfloat16 |' in rows[1]
+  results = json.loads(out.read_text())
+  assert {r['framework'] for r in results} == {'posejax', 'pytorch'}
+  assert all('error' not in r and r['images_per_s'] > 0 for r in results)
+  # PyTorch's images/s and the ratio beside the bf16 row only.
+  assert rows[1].rstrip(' |').endswith('x') and not rows[0].rstrip(' |').endswith('x')

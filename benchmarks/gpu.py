@@ -1,0 +1,217 @@
+r"""Train-step images/s on one GPU: posejax (JAX) and PyTorch, one table.
+
+  python benchmarks/gpu.py [--out=gpu.json]     # about 5-8 minutes on an H100/H200
+  python benchmarks/gpu.py --smoke              # tiny networks, CPU: checks the script
+
+posejax: `posejax.benchmark.benchmark` (the real `train_step.jit_train_step`:
+targets rendered on device, forward, backward, Adam; random uint8 batches
+already on the device) for HRNet-W32, HRNet-W48, SimpleBaseline-R50 and the
+8-stack Hourglass, in float32 and bfloat16 (float32 parameters), batches 32
+and 128, at each network's usual input (256x192; 256x256 for the hourglass).
+Reported per case: images/s (median of 10 steps after 2 warm-ups), achieved
+TFLOP/s (XLA's FLOP count of the step) and its share of the chip's dense peak
+(bf16 tensor cores for bfloat16, TF32 for float32), XLA's memory for the step
+(arguments, outputs and temporaries), and compile time.
+
+PyTorch: the official networks' structure (tests/torch_reference.py, the
+modules the equivalence tests check) for HRNet-W32 and SimpleBaseline-R50,
+channels-last, bf16 autocast (AMP), cuDNN autotuning, Adam on an MSE heatmap
+loss (targets given, not rendered), the same batches; peak memory from
+torch.cuda. Its images/s sit beside posejax's bfloat16 row.
+
+Each half runs in a child process (JAX takes most of the GPU's memory when
+it starts). TensorFlow is not needed. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+JAX_NETWORKS = ('hrnet:w32', 'hrnet:w48', 'simple_baseline:r50', 'hourglass:hg8')
+TORCH_NETWORKS = ('hrnet:w32', 'simple_baseline:r50')
+DTYPES = ('float32', 'bfloat16')
+BATCHES = (32, 128)
+STEPS, WARMUP = 10, 2
+
+# Dense peak TFLOP/s of the H100 SXM and H200 (same compute): bf16 tensor
+# cores, and TF32 tensor cores for float32 convolutions.
+PEAK_TFLOPS = {'H100': {'bfloat16': 989.0, 'float32': 494.0},
+               'H200': {'bfloat16': 989.0, 'float32': 494.0}}
+
+# --smoke: networks small enough for a CPU, same code paths.
+SMOKE_HRNET = dict(name='hrnet', stem_width=8, stage1_blocks=1, widths=(4, 8),
+                   num_modules=(1,), num_blocks=1)
+SMOKE_INPUT = (32, 32)
+
+
+def _peaks(device_kind: str) -> dict:
+  return next((v for k, v in PEAK_TFLOPS.items() if k in device_kind), {})
+
+
+def _jax_half(smoke: bool) -> None:
+  """Prints one `RESULT {json}` line per case."""
+  sys.path.insert(0, REPO)
+  import jax  # pylint: disable=g-import-not-at-top
+  from posejax import benchmark  # pylint: disable=g-import-not-at-top
+  peaks = _peaks(jax.devices()[0].device_kind)
+  networks = [SMOKE_HRNET] if smoke else JAX_NETWORKS
+  batches = (2,) if smoke else BATCHES
+  for network in networks:
+    for dtype in DTYPES:
+      for batch in batches:
+        name = 'hrnet (smoke)' if smoke else network
+        case = {'framework': 'posejax', 'network': name, 'dtype': dtype, 'batch': batch}
+        try:
+          r = benchmark.benchmark(
+              network, batch, SMOKE_INPUT if smoke else None, dtype,
+              num_keypoints=17 if smoke else None, steps=2 if smoke else STEPS,
+              warmup=1 if smoke else WARMUP, peak_tflops=peaks.get(dtype),
+              log=None, forward=False)
+          train = r['train']
+          case.update(device=r['device'], input=r['input'],
+                      images_per_s=train['images_per_s'],
+                      tflops_per_s=train['tflops_per_s'],
+                      utilization=train['utilization'],
+                      memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
+                      compile_s=train['compile_s'])
+        except Exception as e:  # pylint: disable=broad-except
+          case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+        print('RESULT ' + json.dumps(case), flush=True)
+
+
+def _torch_network(name: str, smoke: bool):
+  sys.path.insert(0, os.path.join(REPO, 'tests'))
+  import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  if smoke:
+    return ref.TorchPoseHRNet(17, 8, 1, (4, 8), (1,), 1)
+  if name == 'hrnet:w32':  # w32_256x192_adam_lr1e-3.yaml
+    return ref.TorchPoseHRNet(17, 64, 4, (32, 64, 128, 256), (1, 4, 3), 4)
+  if name == 'simple_baseline:r50':  # res50_256x192_d256x3_adam_lr1e-3.yaml
+    return ref.TorchPoseResNet((3, 4, 6, 3), 64, (256, 256, 256), (4, 4, 4), 17)
+  raise ValueError(name)
+
+
+def _torch_half(smoke: bool) -> None:
+  import torch  # pylint: disable=g-import-not-at-top
+  cuda = torch.cuda.is_available()
+  device = torch.device('cuda' if cuda else 'cpu')
+  torch.backends.cudnn.benchmark = True
+  networks = ['hrnet:w32'] if smoke else TORCH_NETWORKS
+  batches = (2,) if smoke else BATCHES
+  height, width = SMOKE_INPUT if smoke else (256, 192)
+  for name in networks:
+    for batch in batches:
+      case = {'framework': 'pytorch', 'network': 'hrnet (smoke)' if smoke else name,
+              'dtype': 'bfloat16', 'batch': batch}
+      try:
+        model = _torch_network(name, smoke).to(device, memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.randn(batch, 3, height, width, device=device).to(
+            memory_format=torch.channels_last)
+        target = torch.rand(batch, 17, height // 4, width // 4, device=device)
+        if cuda:
+          torch.cuda.reset_peak_memory_stats()
+
+        def step():
+          optimizer.zero_grad(set_to_none=True)
+          with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(x)
+          loss = ((out.float() - target) ** 2).mean()
+          loss.backward()
+          optimizer.step()
+
+        times = []
+        for i in range((1 if smoke else 3) + (2 if smoke else STEPS)):
+          start = time.perf_counter()
+          step()
+          if cuda:
+            torch.cuda.synchronize()
+          if i >= (1 if smoke else 3):
+            times.append(time.perf_counter() - start)
+        case.update(device=torch.cuda.get_device_name() if cuda else 'cpu',
+                    input=[height, width],
+                    images_per_s=batch / statistics.median(times),
+                    memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
+        del model, optimizer
+        if cuda:
+          torch.cuda.empty_cache()
+      except Exception as e:  # pylint: disable=broad-except
+        case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+      print('RESULT ' + json.dumps(case), flush=True)
+
+
+def _run_half(part: str, smoke: bool) -> list[dict]:
+  args = [sys.executable, os.path.abspath(__file__), f'--part={part}']
+  env = dict(os.environ)
+  if smoke:
+    args.append('--smoke')
+    env.setdefault('JAX_PLATFORMS', 'cpu')
+  proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+  results = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
+             if line.startswith('RESULT ')]
+  if proc.returncode or not results:
+    results.append({'framework': part, 'error': f'exit {proc.returncode}: '
+                    + proc.stderr.strip()[-1500:]})
+  return results
+
+
+def table(results: list[dict]) -> str:
+  """The results as one Markdown table, PyTorch beside posejax's bf16 rows."""
+  torch_rows = {(r['network'], r['batch']): r for r in results
+                if r.get('framework') == 'pytorch' and 'images_per_s' in r}
+  lines = ['| network | input | batch | dtype | posejax img/s | TFLOP/s | % of peak '
+           '| XLA memory GiB | compile s | PyTorch AMP img/s | posejax / PyTorch |',
+           '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for r in results:
+    if r.get('framework') != 'posejax':
+      continue
+    if 'error' in r:
+      lines.append(f"| {r['network']} | | {r['batch']} | {r['dtype']} | {r['error']} "
+                   '| | | | | | |')
+      continue
+    other = torch_rows.get((r['network'], r['batch'])) if r['dtype'] == 'bfloat16' else None
+    util = r.get('utilization')
+    lines.append(
+        f"| {r['network']} | {r['input'][0]}x{r['input'][1]} | {r['batch']} | {r['dtype']} "
+        f"| {r['images_per_s']:,.0f} | {r['tflops_per_s'] or 0:.1f} "
+        f"| {'' if util is None else f'{100 * util:.1f}'} | {r['memory_gib']:.1f} "
+        f"| {r['compile_s']:.0f} "
+        f"| {'' if other is None else format(other['images_per_s'], ',.0f')} "
+        f"| {'' if other is None else format(r['images_per_s'] / other['images_per_s'], '.2f') + 'x'} |")
+  errors = [r for r in results if r.get('framework') != 'posejax' and 'error' in r]
+  lines += [f"\n{r['framework']} {r.get('network', '')} {r.get('batch', '')}: {r['error']}"
+            for r in errors]
+  return '\n'.join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--smoke', action='store_true',
+                      help='tiny networks on the CPU: checks the script')
+  parser.add_argument('--out', help='also write every result to this json file')
+  parser.add_argument('--part', choices=('jax', 'torch'), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.part == 'jax':
+    return _jax_half(args.smoke)
+  if args.part == 'torch':
+    return _torch_half(args.smoke)
+  start = time.perf_counter()
+  results = _run_half('jax', args.smoke) + _run_half('torch', args.smoke)
+  device = next((r['device'] for r in results if r.get('device')), 'unknown device')
+  print(f'{device}, {time.perf_counter() - start:.0f} s in all\n')
+  print(table(results))
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,329 @@
+"""PyTorch modules of the official networks' structure, sizes as parameters.
+
+The torch side of the equivalence tests (tests/models/test_torch_equivalence_*)
+and of the PyTorch half of benchmarks/gpu.py: PoseHighResolutionNet
+(pose_hrnet.py), PoseResNet (pose_resnet.py, SimpleBaselines) and PoseNet
+(princeton-vl pytorch_stacked_hourglass), written from their published
+structure with the same module names, so that state-dict keys match.
+"""
+
+import torch
+from torch import nn as tnn
+
+
+# --- HRNet (deep-high-resolution-net.pytorch, pose_hrnet.py) ----------------
+
+def _bn(c):
+  return tnn.BatchNorm2d(c, momentum=0.1)
+
+
+class TorchBasicBlock(tnn.Module):
+  expansion = 1
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.bn1 = _bn(planes)
+    self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = _bn(planes)
+    self.downsample = downsample
+
+  def forward(self, x):
+    y = torch.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    r = x if self.downsample is None else self.downsample(x)
+    return torch.relu(y + r)
+
+
+class TorchBottleneck(tnn.Module):
+  """`Bottleneck` of pose_hrnet.py and pose_resnet.py: stride on the 3x3 conv."""
+
+  expansion = 4
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
+    self.bn1 = _bn(planes)
+    self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.bn2 = _bn(planes)
+    self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
+    self.bn3 = _bn(planes * 4)
+    self.downsample = downsample
+
+  def forward(self, x):
+    y = torch.relu(self.bn1(self.conv1(x)))
+    y = torch.relu(self.bn2(self.conv2(y)))
+    y = self.bn3(self.conv3(y))
+    r = x if self.downsample is None else self.downsample(x)
+    return torch.relu(y + r)
+
+
+def projection(inplanes, planes, stride=1):
+  return tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                        _bn(planes))
+
+
+class TorchHRModule(tnn.Module):
+  """Branches of BasicBlocks, then SUM fusion (nearest upsampling)."""
+
+  def __init__(self, widths, num_blocks, multi_scale_output=True):
+    super().__init__()
+    n = len(widths)
+    self.branches = tnn.ModuleList(
+        tnn.Sequential(*[TorchBasicBlock(w, w) for _ in range(num_blocks)])
+        for w in widths)
+    self.fuse_layers = tnn.ModuleList()
+    for i in range(n if multi_scale_output else 1):
+      row = tnn.ModuleList()
+      for j in range(n):
+        if j > i:
+          row.append(tnn.Sequential(
+              tnn.Conv2d(widths[j], widths[i], 1, bias=False), _bn(widths[i]),
+              tnn.Upsample(scale_factor=2**(j - i), mode='nearest')))
+        elif j == i:
+          row.append(None)
+        else:
+          steps = []
+          for k in range(i - j):
+            last = k == i - j - 1
+            out = widths[i] if last else widths[j]
+            layers = [tnn.Conv2d(widths[j], out, 3, 2, 1, bias=False), _bn(out)]
+            if not last:
+              layers.append(tnn.ReLU())
+            steps.append(tnn.Sequential(*layers))
+          row.append(tnn.Sequential(*steps))
+      self.fuse_layers.append(row)
+
+  def forward(self, xs):
+    xs = [branch(x) for branch, x in zip(self.branches, xs)]
+    if len(xs) == 1:
+      return xs
+    outs = []
+    for row in self.fuse_layers:
+      y = 0
+      for j, layer in enumerate(row):
+        y = y + (xs[j] if layer is None else layer(xs[j]))
+      outs.append(torch.relu(y))
+    return outs
+
+
+class TorchPoseHRNet(tnn.Module):
+  """The official PoseHighResolutionNet's structure, sizes as parameters."""
+
+  def __init__(self, num_joints, stem_width, stage1_blocks, widths,
+               num_modules, num_blocks):
+    super().__init__()
+    self.conv1 = tnn.Conv2d(3, stem_width, 3, 2, 1, bias=False)
+    self.bn1 = _bn(stem_width)
+    self.conv2 = tnn.Conv2d(stem_width, stem_width, 3, 2, 1, bias=False)
+    self.bn2 = _bn(stem_width)
+    blocks, inplanes = [], stem_width
+    for _ in range(stage1_blocks):
+      down = (None if inplanes == stem_width * 4
+              else projection(inplanes, stem_width * 4))
+      blocks.append(TorchBottleneck(inplanes, stem_width, 1, down))
+      inplanes = stem_width * 4
+    self.layer1 = tnn.Sequential(*blocks)
+    previous = [inplanes]
+    self.num_stages = len(widths)
+    for stage in range(2, self.num_stages + 1):
+      current = list(widths[:stage])
+      transition = tnn.ModuleList()
+      for i, w in enumerate(current):
+        if i < len(previous):
+          transition.append(None if previous[i] == w else tnn.Sequential(
+              tnn.Conv2d(previous[i], w, 3, 1, 1, bias=False), _bn(w),
+              tnn.ReLU()))
+        else:
+          steps, c = [], previous[-1]
+          for k in range(i + 1 - len(previous)):
+            out = w if k == i - len(previous) else c
+            steps.append(tnn.Sequential(
+                tnn.Conv2d(c, out, 3, 2, 1, bias=False), _bn(out), tnn.ReLU()))
+            c = out
+          transition.append(tnn.Sequential(*steps))
+      setattr(self, f'transition{stage - 1}', transition)
+      n = num_modules[stage - 2]
+      setattr(self, f'stage{stage}', tnn.Sequential(*[
+          _ListModule(TorchHRModule(
+              current, num_blocks,
+              multi_scale_output=not (stage == self.num_stages and m == n - 1)))
+          for m in range(n)]))
+      previous = current
+    self.final_layer = tnn.Conv2d(widths[0], num_joints, 1)
+
+  def forward(self, x):
+    x = torch.relu(self.bn1(self.conv1(x)))
+    x = torch.relu(self.bn2(self.conv2(x)))
+    xs = [self.layer1(x)]
+    for stage in range(2, self.num_stages + 1):
+      transition = getattr(self, f'transition{stage - 1}')
+      xs = [xs[i] if t is None and i < len(xs) else t(xs[-1] if i >= len(xs)
+                                                        else xs[i])
+            for i, t in enumerate(transition)]
+      xs = getattr(self, f'stage{stage}')(xs)
+    return self.final_layer(xs[0])
+
+
+class _ListModule(tnn.Module):
+  """Lets a module taking a list sit in nn.Sequential, without a key level."""
+
+  def __init__(self, module):
+    super().__init__()
+    self.inner = module
+
+  def forward(self, xs):
+    return self.inner(xs)
+
+
+# --- PyTorch references: SimpleBaselines ------------------------------------
+
+
+class TorchPoseResNet(tnn.Module):
+  """`pose_resnet.PoseResNet` with a configurable base width."""
+
+  def __init__(self, blocks, width, deconv_features, deconv_kernels,
+               num_joints):
+    super().__init__()
+    self.conv1 = tnn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    self.bn1 = tnn.BatchNorm2d(width, momentum=0.1)
+    self.maxpool = tnn.MaxPool2d(3, stride=2, padding=1)
+    inplanes = width
+    for stage, num_blocks in enumerate(blocks):
+      planes = width * 2**stage
+      stride = 1 if stage == 0 else 2
+      layers = []
+      for b in range(num_blocks):
+        s = stride if b == 0 else 1
+        downsample = None
+        if s != 1 or inplanes != planes * 4:
+          downsample = projection(inplanes, planes * 4, s)
+        layers.append(TorchBottleneck(inplanes, planes, s, downsample))
+        inplanes = planes * 4
+      setattr(self, f'layer{stage + 1}', tnn.Sequential(*layers))
+    deconvs = []
+    for features, kernel in zip(deconv_features, deconv_kernels):
+      padding, output_padding = {4: (1, 0), 3: (1, 1), 2: (0, 0)}[kernel]
+      deconvs += [
+          tnn.ConvTranspose2d(inplanes, features, kernel, stride=2,
+                             padding=padding, output_padding=output_padding,
+                             bias=False),
+          tnn.BatchNorm2d(features, momentum=0.1),
+          tnn.ReLU(inplace=True),
+      ]
+      inplanes = features
+    self.deconv_layers = tnn.Sequential(*deconvs)
+    self.final_layer = tnn.Conv2d(inplanes, num_joints, 1)
+
+  def forward(self, x):
+    x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    return self.final_layer(self.deconv_layers(x))
+
+
+# --- PyTorch references: Stacked Hourglass ----------------------------------
+
+
+class TorchConv(tnn.Module):
+  """`layers.Conv`: conv with bias, optional BN, optional ReLU."""
+
+  def __init__(self, inp_dim, out_dim, kernel_size=3, stride=1, bn=False,
+               relu=True):
+    super().__init__()
+    self.conv = tnn.Conv2d(inp_dim, out_dim, kernel_size, stride,
+                          padding=(kernel_size - 1) // 2, bias=True)
+    self.bn = tnn.BatchNorm2d(out_dim) if bn else None
+    self.relu = relu
+
+  def forward(self, x):
+    x = self.conv(x)
+    if self.bn is not None:
+      x = self.bn(x)
+    return torch.relu(x) if self.relu else x
+
+
+class TorchResidual(tnn.Module):
+  """`layers.Residual`: `skip_layer` always built, used if widths differ."""
+
+  def __init__(self, inp_dim, out_dim):
+    super().__init__()
+    half = out_dim // 2
+    self.bn1 = tnn.BatchNorm2d(inp_dim)
+    self.conv1 = TorchConv(inp_dim, half, 1, relu=False)
+    self.bn2 = tnn.BatchNorm2d(half)
+    self.conv2 = TorchConv(half, half, 3, relu=False)
+    self.bn3 = tnn.BatchNorm2d(half)
+    self.conv3 = TorchConv(half, out_dim, 1, relu=False)
+    self.skip_layer = TorchConv(inp_dim, out_dim, 1, relu=False)
+    self.need_skip = inp_dim != out_dim
+
+  def forward(self, x):
+    residual = self.skip_layer(x) if self.need_skip else x
+    out = self.conv1(torch.relu(self.bn1(x)))
+    out = self.conv2(torch.relu(self.bn2(out)))
+    out = self.conv3(torch.relu(self.bn3(out)))
+    return out + residual
+
+
+class TorchHourglass(tnn.Module):
+  """`layers.Hourglass` (increase=0)."""
+
+  def __init__(self, n, f):
+    super().__init__()
+    self.up1 = TorchResidual(f, f)
+    self.pool1 = tnn.MaxPool2d(2, 2)
+    self.low1 = TorchResidual(f, f)
+    self.low2 = TorchHourglass(n - 1, f) if n > 1 else TorchResidual(f, f)
+    self.low3 = TorchResidual(f, f)
+    self.up2 = tnn.Upsample(scale_factor=2, mode='nearest')
+
+  def forward(self, x):
+    low = self.low3(self.low2(self.low1(self.pool1(x))))
+    return self.up1(x) + self.up2(low)
+
+
+class TorchMerge(tnn.Module):
+
+  def __init__(self, x_dim, y_dim):
+    super().__init__()
+    self.conv = TorchConv(x_dim, y_dim, 1, relu=False)
+
+  def forward(self, x):
+    return self.conv(x)
+
+
+class TorchPoseNet(tnn.Module):
+  """`posenet.PoseNet` with a configurable hourglass depth; NCHW in/out."""
+
+  def __init__(self, nstack, inp_dim, oup_dim, depth):
+    super().__init__()
+    self.nstack = nstack
+    self.pre = tnn.Sequential(
+        TorchConv(3, 64, 7, 2, bn=True, relu=True),
+        TorchResidual(64, 128),
+        tnn.MaxPool2d(2, 2),
+        TorchResidual(128, 128),
+        TorchResidual(128, inp_dim))
+    self.hgs = tnn.ModuleList(
+        [tnn.Sequential(TorchHourglass(depth, inp_dim)) for _ in range(nstack)])
+    self.features = tnn.ModuleList([
+        tnn.Sequential(TorchResidual(inp_dim, inp_dim),
+                      TorchConv(inp_dim, inp_dim, 1, bn=True, relu=True))
+        for _ in range(nstack)])
+    self.outs = tnn.ModuleList(
+        [TorchConv(inp_dim, oup_dim, 1, relu=False) for _ in range(nstack)])
+    self.merge_features = tnn.ModuleList(
+        [TorchMerge(inp_dim, inp_dim) for _ in range(nstack - 1)])
+    self.merge_preds = tnn.ModuleList(
+        [TorchMerge(oup_dim, inp_dim) for _ in range(nstack - 1)])
+
+  def forward(self, x):
+    x = self.pre(x)
+    preds_per_stack = []
+    for i in range(self.nstack):
+      feature = self.features[i](self.hgs[i](x))
+      preds = self.outs[i](feature)
+      preds_per_stack.append(preds)
+      if i < self.nstack - 1:
+        x = x + self.merge_preds[i](preds) + self.merge_features[i](feature)
+    return preds_per_stack
