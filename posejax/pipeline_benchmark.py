@@ -112,12 +112,13 @@ def _run_pinned(kind: str, cores: int, data_dir: str, num_images: int,
                 crops: int) -> dict:
   """A worker in a child process restricted to the first `cores` CPUs."""
   allowed = sorted(os.sched_getaffinity(0))[:cores]
-  code = ('import json, sys; from posejax import pipeline_benchmark as b; '
+  # Pinned before anything starts a thread, so every thread inherits it.
+  code = (f'import os; os.sched_setaffinity(0, {allowed!r}); import json; '
+          'from posejax import pipeline_benchmark as b; '
           f'print(json.dumps(b.WORKERS[{kind!r}]({data_dir!r}, {num_images}, {crops})))')
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                        env=env, preexec_fn=lambda: os.sched_setaffinity(0, allowed),
-                        check=False)
+                        env=env, check=False)
   if proc.returncode:
     raise RuntimeError(f'{kind} worker on {cores} core(s) failed:\n{proc.stderr[-3000:]}')
   return json.loads(proc.stdout.strip().splitlines()[-1])
