@@ -30,6 +30,17 @@ and down; with grid='official', flip test needs `eval.flip_shift` as in the
 official code (its one-pixel shift leaves 0.25 heatmap pixel of the 0.75 it
 corrects).
 
+UDP (Huang et al., CVPR 2020) measures both the input and the heatmap in
+pixel spacings, with the crop to match (`input.crop='udp'`,
+posejax/geometry.py): heatmap pixel 0 and the last sit on input pixel 0 and
+the last,
+
+    x_heatmap = x_input * (W_heatmap - 1) / (W_input - 1)      (grid='udp')
+
+so that, as on the centred grid, a mirrored heatmap is exactly the heatmap
+of the mirrored input; its targets are rendered at the exact sub-pixel
+position and decoded with `refine='dark'` (`config_lib.udp`).
+
 Everything here is pure jnp and runs inside the jitted train/predict steps: the
 host ships coordinates, never maps.
 """
@@ -42,24 +53,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posejax import losses
 
-GRIDS = ('centred', 'official')
+
+GRIDS = ('centred', 'official', 'udp')
 REFINES = ('quarter', 'official', 'dark')
 
 
-def _grid_offset(stride: int, grid: str) -> float:
-  """Input position of heatmap pixel 0's centre."""
+def _grid(stride: int, grid: str, heatmap_size=None):
+  """(input units per heatmap pixel, input position of heatmap pixel 0)."""
   if grid not in GRIDS:
     raise ValueError(f'codec.grid must be one of {GRIDS}, got {grid!r}.')
-  return (stride - 1) / 2 if grid == 'centred' else 0.0
+  if grid == 'udp':
+    # Pixel spacings: heatmap pixel 0 and the last sit on input pixel 0 and
+    # the last, per axis (x, y).
+    if heatmap_size is None:
+      raise ValueError("grid='udp' needs the heatmap size.")
+    h, w = heatmap_size
+    return (jnp.asarray([(w * stride - 1) / max(w - 1, 1),
+                         (h * stride - 1) / max(h - 1, 1)], jnp.float32), 0.0)
+  return stride, ((stride - 1) / 2 if grid == 'centred' else 0.0)
 
 
-def input_to_heatmap(xy: jax.Array, stride: int, grid: str = 'centred') -> jax.Array:
-  return (xy - _grid_offset(stride, grid)) / stride
+def input_to_heatmap(xy: jax.Array, stride: int, grid: str = 'centred',
+                     heatmap_size=None) -> jax.Array:
+  """Input pixels -> heatmap pixels (`heatmap_size` (H, W) for 'udp')."""
+  scale, offset = _grid(stride, grid, heatmap_size)
+  return (xy - offset) / scale
 
 
-def heatmap_to_input(xy: jax.Array, stride: int, grid: str = 'centred') -> jax.Array:
-  return xy * stride + _grid_offset(stride, grid)
+def heatmap_to_input(xy: jax.Array, stride: int, grid: str = 'centred',
+                     heatmap_size=None) -> jax.Array:
+  scale, offset = _grid(stride, grid, heatmap_size)
+  return xy * scale + offset
 
 
 def render_heatmaps(
@@ -78,7 +104,7 @@ def render_heatmaps(
     heatmap_size: (height, width) of the maps.
     stride: input pixels per heatmap pixel.
     sigma: Gaussian standard deviation in heatmap pixels.
-    grid: 'centred' (posejax) or 'official' (see the module docstring).
+    grid: 'centred' (posejax), 'official' or 'udp' (see the module docstring).
 
   Returns:
     heatmaps (..., H, W, K) float32 and target weights (..., K) float32. A joint
@@ -86,7 +112,8 @@ def render_heatmaps(
     peak could not be decoded); its map is then all zeros.
   """
   height, width = heatmap_size
-  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride, grid)
+  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride, grid,
+                            heatmap_size)
   cx, cy = centre[..., 0], centre[..., 1]
   on_map = (cx >= -0.5) & (cx < width - 0.5) & (cy >= -0.5) & (cy < height - 0.5)
   weight = ((visibility > 0) & on_map).astype(jnp.float32)
@@ -117,7 +144,7 @@ def decode_heatmaps(
       together, only where 1 < x < W-1 and 1 < y < H-1; or 'dark', see
       `refine_dark`.
     sigma: target Gaussian's sigma, used by 'dark'.
-    grid: 'centred' (posejax) or 'official' (see the module docstring).
+    grid: 'centred' (posejax), 'official' or 'udp' (see the module docstring).
 
   Returns:
     keypoints (..., K, 2) float32 in input pixels, and scores (..., K), the
@@ -137,7 +164,7 @@ def decode_heatmaps(
 
   if refine == 'dark':
     xy = refine_dark(heatmaps, jnp.stack([x, y], -1).astype(jnp.float32), sigma)
-    return heatmap_to_input(xy, stride, grid), score
+    return heatmap_to_input(xy, stride, grid, (height, width)), score
   if refine not in REFINES:
     raise ValueError(f'codec.refine must be one of {REFINES}, got {refine!r}.')
   if refine == 'official':
@@ -148,7 +175,8 @@ def decode_heatmaps(
     inside = (x > 1) & (x < width - 1) & (y > 1) & (y < height - 1)
     xy = jnp.stack([x + jnp.where(inside, 0.25 * jnp.sign(dx), 0.0),
                     y + jnp.where(inside, 0.25 * jnp.sign(dy), 0.0)], axis=-1)
-    return heatmap_to_input(xy.astype(jnp.float32), stride, grid), score
+    return heatmap_to_input(xy.astype(jnp.float32), stride, grid,
+                            (height, width)), score
   dx = value_at(x + 1, y) - value_at(x - 1, y)
   dy = value_at(x, y + 1) - value_at(x, y - 1)
   # Only step where both neighbours exist; on the border the difference is
@@ -156,7 +184,8 @@ def decode_heatmaps(
   dx = jnp.where((x > 0) & (x < width - 1), dx, 0.0)
   dy = jnp.where((y > 0) & (y < height - 1), dy, 0.0)
   xy = jnp.stack([x + 0.25 * jnp.sign(dx), y + 0.25 * jnp.sign(dy)], axis=-1)
-  return heatmap_to_input(xy.astype(jnp.float32), stride, grid), score
+  return heatmap_to_input(xy.astype(jnp.float32), stride, grid,
+                          (height, width)), score
 
 
 def refine_dark(heatmaps: jax.Array, keypoints_hm: jax.Array,
@@ -261,7 +290,7 @@ class HeatmapCodec:
   grid: str = 'centred'  # 'official' for networks trained by the official code
 
   def __post_init__(self):
-    _grid_offset(self.stride, self.grid)  # validates grid
+    _grid(self.stride, self.grid, (1, 1))  # validates grid
     if self.refine not in REFINES:
       raise ValueError(f'codec.refine must be one of {REFINES}, got {self.refine!r}.')
     h, w = self.input_size
@@ -283,11 +312,21 @@ class HeatmapCodec:
     return decode_heatmaps(heatmaps, self.stride, self.refine, self.sigma,
                            self.grid)
 
+  def joint_losses(self, output, targets, weights):
+    """(B, K) masked heatmap MSE of one stage (`losses.heatmap_mse_per_joint`)."""
+    return losses.heatmap_mse_per_joint(output, targets, weights)
+
 
 def codec_from_config(config) -> HeatmapCodec:
   if config.codec.name != 'heatmap':
     raise ValueError(
         f'Unknown codec.name {config.codec.name!r}; known: [\'heatmap\'].')
+  grid, crop = config.codec.get('grid', 'centred'), config.input.get('crop', 'centred')
+  if (grid == 'udp') != (crop == 'udp'):
+    raise ValueError(
+        f"codec.grid={grid!r} with input.crop={crop!r}: UDP's heatmap grid and "
+        "crop go together (both 'udp', e.g. the `udp` config variant), or "
+        'neither.')
   return HeatmapCodec(
       input_size=tuple(config.input.size),
       stride=config.codec.stride,

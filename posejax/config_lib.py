@@ -102,9 +102,16 @@ def base_config() -> ml_collections.ConfigDict:
       pretrained='',
   ))
 
-  # The heatmap MSE with target weights; `stage_weights` (optional) weighs
-  # the supervised stages.
-  c.loss = ml_collections.ConfigDict()
+  # The codec's per-keypoint loss (heatmap MSE with target weights, or the
+  # offset-voting loss), over every supervised stage; `stage_weights`
+  # (optional, a recipe sets it) weighs the stages (posejax/losses.py).
+  c.loss = ml_collections.ConfigDict(dict(
+      # Online hard keypoint mining: train on the `ohkm_topk` largest
+      # keypoint losses of each instance ('instance', as CPN: 8 of 17) or on
+      # the ohkm_topk x batch largest of the batch ('batch'); 0 is off.
+      ohkm_topk=0,
+      ohkm_scope='instance',
+  ))
 
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3,  # Adam
@@ -257,6 +264,19 @@ def official_inference(config: ml_collections.ConfigDict) -> ml_collections.Conf
   config.input.crop = 'official'
   config.codec.update(grid='official', refine='official')
   config.eval.flip_shift = True
+  return config
+
+
+def udp(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `udp` variant: unbiased data processing (Huang et al., CVPR 2020).
+
+    input.crop='udp'    the crop measured in pixel spacings (posejax/geometry.py)
+    codec.grid='udp'    heatmap pixels likewise (posejax/codecs.py)
+    codec.refine='dark' targets at the exact sub-pixel position, read back by
+                        the Taylor step on the smoothed log-heatmap
+  """
+  config.input.crop = 'udp'
+  config.codec.update(grid='udp', refine='dark')
   return config
 
 

@@ -18,19 +18,29 @@ import math
 
 import numpy as np
 
-# Where the box centre lands in the network input (`input.crop`): 'centred'
-# puts it on the input's centre, (W-1)/2, so that the crop's edges land on the
-# input's pixel edges and a mirrored crop is the array mirrored; 'official'
-# on W/2, as `get_affine_transform` of the official HRNet and SimpleBaselines
-# code does (half an input pixel right and down).
-CROPS = ('centred', 'official')
+# How a crop box fills the network input (`input.crop`): 'centred' puts its
+# centre on the input's centre, (W-1)/2, and its edges on the input's pixel
+# edges (-0.5 and W-0.5), so that a mirrored crop is the array mirrored;
+# 'official' puts the centre on W/2, as `get_affine_transform` of the
+# official HRNet and SimpleBaselines code does (half an input pixel right and
+# down); 'udp' (Huang et al., "The Devil is in the Details: Delving into
+# Unbiased Data Processing for Human Pose Estimation", CVPR 2020) measures
+# the input in pixel spacings: the centre on (W-1)/2 and the box's edges on
+# the first and last pixel centres (0 and W-1).
+CROPS = ('centred', 'official', 'udp')
 
 
 def crop_centre(size: int, crop: str = 'centred') -> float:
   """Input coordinate of the crop centre along an axis of `size` pixels."""
   if crop not in CROPS:
     raise ValueError(f'input.crop must be one of {CROPS}, got {crop!r}.')
-  return (size - 1) / 2.0 if crop == 'centred' else size / 2.0
+  return size / 2.0 if crop == 'official' else (size - 1) / 2.0
+
+
+def crop_span(size: int, crop: str = 'centred') -> float:
+  """Input units that the crop box spans along an axis of `size` pixels."""
+  crop_centre(size, crop)  # checks `crop`
+  return size - 1.0 if crop == 'udp' else float(size)
 
 
 def fix_aspect(w, h, aspect_ratio: float, xp=np):
@@ -64,15 +74,16 @@ def crop_matrix(center, scale, rotation_deg, output_size, flip=False, xp=np,
     x_out = cx_out + mirror * sx * ( cos*dx + sin*dy)
     y_out = cy_out +          sy * (-sin*dx + cos*dy),   d = p - center
 
-  with sx = W / scale_w, sy = H / scale_h and (cx_out, cy_out) the crop
-  centre in the output: ((W-1)/2, (H-1)/2), or (W/2, H/2) for the official
-  code's crop (`crop_centre`).
+  with sx = W / scale_w, sy = H / scale_h ((W-1) / scale_w and (H-1) /
+  scale_h for 'udp', `crop_span`) and (cx_out, cy_out) the crop centre in
+  the output: ((W-1)/2, (H-1)/2), or (W/2, H/2) for the official code's crop
+  (`crop_centre`).
   """
   out_h, out_w = output_size
   theta = rotation_deg * (math.pi / 180.0)
   cos, sin = xp.cos(theta), xp.sin(theta)
-  sx = out_w / scale[0]
-  sy = out_h / scale[1]
+  sx = crop_span(out_w, crop) / scale[0]
+  sy = crop_span(out_h, crop) / scale[1]
   mirror = xp.where(flip, -1.0, 1.0)
   a = xp.stack([mirror * sx * cos, mirror * sx * sin])
   b = xp.stack([-sy * sin, sy * cos])
@@ -94,7 +105,8 @@ def input_to_image(keypoints, center, scale, input_size,
   """
   out_h, out_w = input_size
   half = np.array([crop_centre(out_w, crop), crop_centre(out_h, crop)], np.float32)
-  per_pixel = np.asarray(scale, np.float32) / np.array([out_w, out_h], np.float32)
+  span = np.array([crop_span(out_w, crop), crop_span(out_h, crop)], np.float32)
+  per_pixel = np.asarray(scale, np.float32) / span
   return ((np.asarray(keypoints) - half) * per_pixel[:, None, :]
           + np.asarray(center, np.float32)[:, None, :])
 

@@ -10,6 +10,7 @@ directly, without the input pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -78,7 +79,7 @@ def create_train_state(model, tx, rng, input_size, mesh) -> TrainState:
 
 
 def train_step(state: TrainState, batch: dict, *, model, codec, tx,
-               stage_weights=None):
+               loss: losses.Loss = losses.Loss()):
   """One optimisation step on a global batch; returns the state and metrics."""
   images = common.model_inputs(model, batch['image'])
   targets, weights = codec.encode(batch['keypoints'], batch['visibility'])
@@ -87,10 +88,9 @@ def train_step(state: TrainState, batch: dict, *, model, codec, tx,
     outputs, new_model_state = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=['batch_stats'])
-    loss = losses.multi_stage_loss(outputs, targets, weights, stage_weights)
-    return loss, new_model_state
+    return loss(outputs, targets, weights, codec.joint_losses), new_model_state
 
-  (loss, new_model_state), grads = jax.value_and_grad(
+  (value, new_model_state), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
@@ -98,14 +98,13 @@ def train_step(state: TrainState, batch: dict, *, model, codec, tx,
       params=optax.apply_updates(state.params, updates),
       batch_stats=new_model_state['batch_stats'],
       opt_state=opt_state)
-  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+  metrics = {'loss': value, 'grad_norm': optax.tree.norm(grads)}
   return new_state, metrics
 
 
-def jit_train_step(model, codec, tx, mesh, state, stage_weights=None):
+def jit_train_step(model, codec, tx, mesh, state, loss: losses.Loss = losses.Loss()):
   """The sharded, donating jit of `train_step` for this mesh."""
-  step = functools.partial(train_step, model=model, codec=codec, tx=tx,
-                           stage_weights=stage_weights)
+  step = functools.partial(train_step, model=model, codec=codec, tx=tx, loss=loss)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   return jax.jit(
       step,
@@ -114,19 +113,22 @@ def jit_train_step(model, codec, tx, mesh, state, stage_weights=None):
       donate_argnums=(0,))
 
 
-def make_validation_loss_fn(model, codec, stage_weights=None):
+def make_validation_loss_fn(model, codec, loss: losses.Loss = losses.Loss()):
   """(variables, images, keypoints, visibility, valid) -> (loss sum, count).
 
-  The training loss in inference mode (BatchNorm running statistics) summed
-  over the batch's instances, and their number; rows with `valid` False
+  The training loss in inference mode (BatchNorm running statistics), over
+  every keypoint (no hard keypoint mining, so that runs with and without it
+  compare), summed over the batch's instances, and their number; rows with `valid` False
   (padding of a short last batch) count for nothing. Both are global sums
   over the mesh.
   """
+  every_keypoint = dataclasses.replace(loss, ohkm_topk=0)
+
   def loss_sum(variables, images, keypoints, visibility, valid):
     targets, weights = codec.encode(keypoints, visibility)
     outputs = model.apply(variables, common.model_inputs(model, images), train=False)
     weights = weights * valid[:, None].astype(weights.dtype)
-    loss = images.shape[0] * losses.multi_stage_loss(
-        outputs, targets, weights, stage_weights)
-    return loss, valid.sum()
+    total = images.shape[0] * every_keypoint(outputs, targets, weights,
+                                             codec.joint_losses)
+    return total, valid.sum()
   return jax.jit(loss_sum)

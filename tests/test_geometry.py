@@ -57,3 +57,23 @@ def test_pad_batch_repeats_the_last_row_and_masks_it():
   assert valid.all() and full['id'].tolist() == [5, 6, 7]
   with pytest.raises(ValueError, match='does not fit'):
     sharding.pad_batch(batch, 2)
+
+
+def test_udp_crop_puts_the_box_edges_on_the_outer_pixel_centres():
+  center = np.array([40.0, 70.0], np.float32)
+  scale = np.array([60.0, 80.0], np.float32)
+  matrix = geometry.crop_matrix(center, scale, np.float32(0.0), (128, 96), crop='udp')
+  corners = np.array([[10.0, 30.0, 1.0], [70.0, 110.0, 1.0], [40.0, 70.0, 1.0]])
+  np.testing.assert_allclose((corners @ matrix.T)[:, :2],
+                             [[0, 0], [95, 127], [47.5, 63.5]], atol=1e-4)
+  rng = np.random.default_rng(0)
+  points = rng.uniform(0, 150, (3, 17, 2)).astype(np.float32)
+  moved = points @ matrix[:2, :2].T + matrix[:2, 2]
+  back = geometry.input_to_image(moved, np.tile(center, (3, 1)),
+                                 np.tile(scale, (3, 1)), (128, 96), crop='udp')
+  np.testing.assert_allclose(back, points, atol=1e-3)
+  # Mirrored, the crop is the array mirrored (x -> W - 1 - x), as centred.
+  flipped = geometry.crop_matrix(center, scale, np.float32(0.0), (128, 96), True,
+                                 crop='udp')
+  np.testing.assert_allclose((corners @ flipped.T)[:, 0], 95 - (corners @ matrix.T)[:, 0],
+                             atol=1e-4)

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -28,3 +29,32 @@ def test_heatmaps_of_another_stride_are_a_clear_error():
   with pytest.raises(ValueError, match='codec.stride'):
     losses.multi_stage_loss([jnp.zeros((1, 8, 6, 3))], jnp.zeros((1, 16, 12, 3)),
                             jnp.ones((1, 3)))
+
+
+def test_hard_keypoint_mining_keeps_exactly_the_k_largest():
+  joint = jnp.asarray([[0.1, 0.9, 0.3, 0.5],
+                       [0.05, 0.02, 0.8, 0.01]])
+  # Per instance: the 2 largest of each row.
+  assert float(losses.hard_keypoint_mean(joint, 2)) == pytest.approx(
+      np.mean([0.9, 0.5, 0.8, 0.05]))
+  # Over the batch: the 2 x 2 largest of all 8.
+  assert float(losses.hard_keypoint_mean(joint, 2, 'batch')) == pytest.approx(
+      np.mean([0.9, 0.8, 0.5, 0.3]))
+  # Off, or k >= K: every keypoint.
+  for k in (0, 4, 9):
+    assert float(losses.hard_keypoint_mean(joint, k)) == pytest.approx(float(joint.mean()))
+  # Gradients reach the selected keypoints only.
+  grad = jax.grad(lambda j: losses.hard_keypoint_mean(j, 1))(joint)
+  np.testing.assert_allclose(grad, [[0, 0.5, 0, 0], [0, 0, 0.5, 0]])
+  with pytest.raises(ValueError, match='ohkm_scope'):
+    losses.Loss(ohkm_topk=2, ohkm_scope='image')
+
+
+def test_the_loss_mines_each_stage():
+  target = jnp.zeros((1, 2, 2, 3))
+  weight = jnp.ones((1, 3))
+  stage = jnp.zeros((1, 2, 2, 3)).at[..., 0].set(1.0).at[..., 2].set(2.0)
+  plain = losses.Loss()([stage], target, weight)
+  mined = losses.Loss(ohkm_topk=1)([stage, stage], target, weight)
+  assert float(plain) == pytest.approx((0.5 + 0.5 * 4) / 3)
+  assert float(mined) == pytest.approx(2 * 0.5 * 4)

@@ -159,6 +159,7 @@ STEPPED = [('hrnet_coco', ''), ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
 
 @pytest.mark.parametrize('name, variant', STEPPED)
 def test_recipe_takes_a_training_step(name, variant, fixtures):
+  from posejax import losses
   from posejax import sharding
   from posejax import train_step
   from posejax.data import pipeline
@@ -166,7 +167,7 @@ def test_recipe_takes_a_training_step(name, variant, fixtures):
   initial = jax.device_get(state.params)
   state = jax.tree.map(jax.numpy.copy, state)  # the step donates its input
   step = train_step.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state,
-                                   setup.config.loss.get('stage_weights'))
+                                   losses.loss_from_config(setup.config.loss))
   batch = next(pipeline.train_dataset(setup.builder, setup.config).as_numpy_iterator())
   state, metrics = step(state, sharding.global_batch(batch, setup.mesh))
   assert np.isfinite(float(metrics['loss'])) and float(metrics['loss']) > 0
