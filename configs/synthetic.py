@@ -18,6 +18,12 @@ Variants (`configs/synthetic.py:NAME`, comma-joined):
   simple_baseline, hourglass, cpm: the other network families, narrowed to
     train on a CPU in minutes with the same data and schedule (the published
     sizes are the presets in posejax/models, e.g. `simple_baseline:r50`).
+  quarter, udp, offsets: other ways to encode and decode keypoints than the
+    default Gaussian heatmaps read with DARK: the same heatmaps read with
+    the quarter-pixel step; UDP (config_lib.udp); disks and offset fields
+    decoded by voting (codec.name='offsets', radius 2 heatmap pixels).
+  ohkm: online hard keypoint mining, the 8 hardest of the 17 keypoints of
+    each instance (loss.ohkm_topk; CPN's setting).
   smoke: tiny data (96 train / 24 val figures at 128x128), a 64x48 input
     (64x64 for simple_baseline), a narrower network and 6 steps: the whole
     path in about a minute. With a network, e.g. `simple_baseline,smoke`,
@@ -29,12 +35,15 @@ import ml_collections
 from posejax import config_lib
 
 NETWORKS = ('hrnet', 'simple_baseline', 'hourglass', 'cpm')
+CODECS = ('dark', 'quarter', 'udp', 'offsets')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = config_lib.parse_variants(
-      arg, 'configs/synthetic.py', (*NETWORKS, 'smoke'), exclusive=[NETWORKS])
+      arg, 'configs/synthetic.py', (*NETWORKS, *CODECS, 'ohkm', 'smoke'),
+      exclusive=[NETWORKS, CODECS])
   network = config_lib.choose(variants, NETWORKS, 'hrnet')
+  codec = config_lib.choose(variants, CODECS, 'dark')
   c = config_lib.base_config()
 
   c.dataset.update(
@@ -104,6 +113,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.codec.stride = 8
     c.model.update(name='cpm', num_stages=3, feat_channels=32, middle_channels=16,
                    stem_channels=32, stem_hidden_channels=128)
+
+  if codec == 'quarter':
+    c.codec.refine = 'quarter'
+  elif codec == 'udp':
+    config_lib.udp(c)
+  elif codec == 'offsets':
+    c.codec.update(name='offsets', radius=2.0)
+  if 'ohkm' in variants:
+    c.loss.ohkm_topk = 8
 
   if 'smoke' in variants:
     c.dataset.synthetic = dict(num_train=96, num_val=24, seed=0, image_size=(128, 128))

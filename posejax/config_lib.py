@@ -83,9 +83,13 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.codec = ml_collections.ConfigDict(dict(
+      # 'heatmap' (Gaussian heatmaps, MSE) or 'offsets' (disks and offset
+      # fields decoded by voting; posejax/codecs.py).
       name='heatmap',
       stride=4,
-      sigma=2.0,  # heatmap pixels
+      sigma=2.0,  # heatmap pixels ('heatmap')
+      radius=3.0,  # disk radius in heatmap pixels ('offsets')
+      offset_weight=1.0,  # weight of the offset loss against the disks' ('offsets')
       # Sub-pixel decoding: 'quarter', 'official' (the official code's
       # post-processing exactly) or 'dark' (posejax/codecs.py).
       refine='quarter',

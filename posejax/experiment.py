@@ -70,7 +70,9 @@ class Setup:
     sharding.check_batch_size(config.eval.batch_size, self.mesh, 'eval.batch_size')
     self.builder = data.get_builder(config.dataset, prepare=False)
     self.spec = data.keypoint_spec(self.builder)
-    self.model = models.build_model(config.model, self.spec.num_keypoints)
+    # K output channels per keypoint and stage (3 for offset voting).
+    self.model = models.build_model(config.model,
+                                    self.spec.num_keypoints * self.codec.channels)
     self.metric = metric_name(config, type(self.builder))
     # Everything missing on disk, in one message.
     missing = [data.missing_data(self.builder, config.dataset)]

@@ -41,7 +41,7 @@ from posejax.models import common
 from posejax.models import summary
 
 
-def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
+def make_predict_fn(model, codec, flip_index=None,
                     flip_shift: bool = False, stage_maps: str = ''):
   """(variables, uint8 images) -> (keypoints (B,K,2) input px, scores (B,K)).
 
@@ -59,14 +59,14 @@ def make_predict_fn(model, codec: codecs.HeatmapCodec, flip_index=None,
     heatmaps = stages[-1].astype(jnp.float32)
     if flip_index is not None:
       of_flipped = model.apply(variables, x[:, :, ::-1, :], train=False)[-1]
-      heatmaps = codecs.merge_flipped(heatmaps, of_flipped.astype(jnp.float32),
-                                      flip_index, flip_shift)
+      heatmaps = codec.merge_flipped(heatmaps, of_flipped.astype(jnp.float32),
+                                     flip_index, flip_shift)
     keypoints, scores = codec.decode(heatmaps)
     if not stage_maps:
       return keypoints, scores
     if stage_maps not in ('all', 'max'):
       raise ValueError(f"stage_maps must be '', 'all' or 'max', got {stage_maps!r}.")
-    maps = jnp.stack([s.astype(jnp.float32) for s in stages], 1)
+    maps = jnp.stack([codec.maps(s.astype(jnp.float32)) for s in stages], 1)
     return keypoints, scores, maps if stage_maps == 'all' else maps.max(-1)
   return jax.jit(predict)
 
@@ -185,8 +185,8 @@ class Predictor:
     # only for that look-up (nothing is read or built).
     from posejax import data  # pylint: disable=g-import-not-at-top
     spec = data.keypoint_spec(data.get_builder(config.dataset, prepare=False))
-    model = models.build_model(config.model, spec.num_keypoints)
     codec = codecs.codec_from_config(config)
+    model = models.build_model(config.model, spec.num_keypoints * codec.channels)
     variables, _ = experiment.load_variables(workdir, step)
     expected = traverse_util.flatten_dict(
         summary.abstract_variables(model, tuple(config.input.size)))

@@ -197,3 +197,67 @@ def test_udp_grid_needs_the_udp_crop():
     codecs.codec_from_config(config)
   config.input.crop = 'udp'
   assert codecs.codec_from_config(config).grid == 'udp'
+
+
+def _as_output(codec, targets, confidence=8.0):
+  """Targets in the network's output layout: confident logits, exact offsets."""
+  disks, offsets = targets
+  return codec.join(jnp.where(disks > 0, confidence, -confidence), offsets)
+
+
+def test_offset_voting_round_trip_recovers_sub_pixel_positions():
+  rng = np.random.default_rng(4)
+  codec = codecs.OffsetVotingCodec(input_size=(128, 96), stride=4, radius=3.0)
+  h, w = codec.heatmap_size
+  hm_xy = rng.uniform([1, 1], [w - 2, h - 2], size=(8, 17, 2)).astype(np.float32)
+  keypoints = codecs.heatmap_to_input(jnp.asarray(hm_xy), codec.stride)
+  (disks, offsets), weights = codec.encode(keypoints, jnp.full((8, 17), 2))
+  assert disks.shape == (8, h, w, 17) and offsets.shape == (8, h, w, 17, 2)
+  # A disk of radius 3 holds about 28 pixels; offsets point at the keypoint.
+  assert 20 <= float(disks[0, ..., 0].sum()) <= 37
+  output = _as_output(codec, (disks, offsets))
+  assert output.shape == (8, h, w, 3 * 17)
+  decoded, scores = codec.decode(output)
+  error = np.abs(np.asarray(decoded) - np.asarray(keypoints)) / codec.stride
+  assert error.max() < 0.1  # heatmap pixels
+  assert np.all(np.asarray(scores) > 0.99)
+  # Exact targets cost only the cross-entropy of the confident logits.
+  exact = codec.joint_losses(output, (disks, offsets), weights)
+  wrong = codec.joint_losses(output.at[..., 17:].add(0.5), (disks, offsets), weights)
+  assert float(exact.max()) < 1e-3 and float(wrong.min()) > 0.05
+
+
+def test_voting_is_exact_on_a_synthetic_field():
+  """Every pixel of a region votes for one point; stray votes elsewhere
+  weigh less; the decoded position is the point."""
+  h, w, radius = 16, 12, 4.0
+  target = np.array([6.3, 9.7], np.float32)  # x, y in heatmap pixels
+  ys, xs = np.mgrid[:h, :w].astype(np.float32)
+  offsets = np.stack([target[0] - xs, target[1] - ys], -1) / radius
+  probabilities = np.where(np.hypot(xs - 6, ys - 10) < 5, 0.9, 0.0)
+  # A stray group far away, voting for (1, 1) with lower confidence.
+  stray = (xs < 3) & (ys < 3)
+  probabilities[stray] = 0.5
+  offsets[stray] = np.stack([1 - xs[stray], 1 - ys[stray]], -1) / radius
+  xy = codecs.vote(jnp.asarray(probabilities)[None, ..., None],
+                   jnp.asarray(offsets)[None, :, :, None, :], radius)
+  np.testing.assert_allclose(np.asarray(xy)[0, 0], target, atol=1e-4)
+
+
+def test_offset_flip_is_an_involution_and_matches_flipped_keypoints():
+  rng = np.random.default_rng(5)
+  codec = codecs.OffsetVotingCodec(input_size=(64, 48), stride=4, radius=2.5)
+  flip_index = keypoints_lib.get_spec('coco').flip_index
+  keypoints = jnp.asarray(rng.uniform([4, 4], [44, 60], (2, 17, 2)), jnp.float32)
+  visibility = jnp.full((2, 17), 2)
+  targets, _ = codec.encode(keypoints, visibility)
+  output = _as_output(codec, targets)
+  np.testing.assert_allclose(codec.flip(codec.flip(output, flip_index), flip_index),
+                             output, atol=1e-6)
+  mirrored, mirrored_vis = codecs.flip_keypoints(keypoints, visibility, 48, flip_index)
+  of_mirrored, _ = codec.encode(mirrored, mirrored_vis)
+  np.testing.assert_allclose(codec.flip(_as_output(codec, of_mirrored), flip_index),
+                             output, atol=1e-5)
+  # Flip test: merging an output with that of the mirrored input changes nothing.
+  merged = codec.merge_flipped(output, _as_output(codec, of_mirrored), flip_index)
+  np.testing.assert_allclose(merged, output, atol=1e-5)

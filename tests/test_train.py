@@ -200,3 +200,34 @@ def test_every_network_trains_from_its_config(
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
                        jax.device_get(state.params), initial)
   assert all(jax.tree.leaves(moved)), moved
+
+
+@pytest.mark.parametrize('variant', ['udp', 'offsets', 'offsets,ohkm', 'quarter,ohkm'])
+def test_every_codec_trains_and_evaluates(variant, smoke_config, smoke_data_dir, tmp_path):
+  """Each codec and the hard keypoint mining, selected by a config variant,
+  through training steps and the evaluation (flip test included)."""
+  import jax
+  import numpy as np
+  from posejax import evaluate
+  from posejax import experiment
+  from posejax import losses
+  from posejax import sharding
+  from posejax import train_step
+  from posejax.data import pipeline
+  config = smoke_config(f'{variant},smoke')
+  config.dataset.data_dir = smoke_data_dir
+  setup = experiment.Setup(config)
+  tx, _ = train_step.make_optimizer(config.optim, config.train.num_steps)
+  state = train_step.create_train_state(
+      setup.model, tx, jax.random.key(0, impl='rbg'), tuple(config.input.size),
+      setup.mesh)
+  loss = losses.loss_from_config(config.loss)
+  assert loss.ohkm_topk == (8 if 'ohkm' in variant else 0)
+  step = train_step.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state, loss)
+  batches = pipeline.train_dataset(setup.builder, config).as_numpy_iterator()
+  for _ in range(2):
+    state, metrics = step(state, sharding.global_batch(next(batches), setup.mesh))
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['loss']) > 0
+  metrics = evaluate.evaluate(setup, state.variables, str(tmp_path), 2)
+  assert 0 <= metrics['PCK@0.1'] <= 1
+  assert (tmp_path / 'eval' / 'step_2' / 'stages.png').exists()
