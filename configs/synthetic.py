@@ -21,7 +21,7 @@ Variants (`configs/synthetic.py:NAME`, comma-joined):
   quarter, udp, offsets: other ways to encode and decode keypoints than the
     default Gaussian heatmaps read with DARK: the same heatmaps read with
     the quarter-pixel step; UDP (config_lib.udp); disks and offset fields
-    decoded by voting (codec.name='offsets', radius 2 heatmap pixels).
+    decoded by voting (codec.name='offsets', radius 3 heatmap pixels).
   ohkm: online hard keypoint mining, the 8 hardest of the 17 keypoints of
     each instance (loss.ohkm_topk; CPN's setting).
   smoke: tiny data (96 train / 24 val figures at 128x128), a 64x48 input
@@ -119,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif codec == 'udp':
     config_lib.udp(c)
   elif codec == 'offsets':
-    c.codec.update(name='offsets', radius=2.0)
+    c.codec.update(name='offsets', radius=3.0)
   if 'ohkm' in variants:
     c.loss.ohkm_topk = 8
 

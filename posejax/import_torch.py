@@ -45,6 +45,7 @@ from posejax import experiment
 from posejax import models
 from posejax import sharding
 from posejax import train_step
+from posejax.models import common
 from posejax.models import hourglass
 from posejax.models import hrnet
 from posejax.models import simple_baseline
@@ -93,6 +94,9 @@ LAYOUTS: dict[str, TorchLayout] = {
                                    to_flax=_simple_baseline_to_flax),
     'hourglass': TorchLayout(key=hourglass.torch_state_dict_key,
                              unused=hourglass.unused_torch_state_dict_keys),
+    # No official checkpoint: the layout serves its ImageNet ResNet-50 encoder
+    # (posejax/pretrained.py), named as torchvision's.
+    'asymmetric_hourglass': TorchLayout(key=common.torch_state_dict_key),
 }
 
 

@@ -10,6 +10,7 @@ step 1 (`train.train_and_evaluate`):
                    (hrnet_w18/w32/w48 ..., hrnetv2_w18_imagenet_pretrained.pth)
   simple_baseline  torchvision ResNet-50/101/152 state dicts
                    (resnet50-19c8e357.pth, ...)
+  asymmetric_hourglass  torchvision ResNet-50 (conv1 to layer3 of its encoder)
 
 Every tensor of the file is either loaded or named as ignored (the
 classification head, and for HRNet the fusions of the last stage that a pose
@@ -77,6 +78,15 @@ BACKBONES: dict[str, Backbone] = {
         published=("torchvision's ImageNet ResNets (resnet50-19c8e357.pth, "
                    'resnet101-5d3b4d8f.pth, resnet152-b121ed2d.pth, from '
                    'download.pytorch.org/models/)')),
+    'asymmetric_hourglass': Backbone(
+        # The encoder's conv1..layer3 are ResNet-50's; its dilated layer4 is
+        # narrower (layer4_planes) and keeps its initialisation, as do the
+        # decoder and the stacks.
+        head=r'(layer4|decoder_|stack\d|head|merge_)',
+        classification_only=r'(fc|layer4)\.',
+        classifier_key='fc.weight',
+        published=("torchvision's ImageNet ResNet-50 (resnet50-19c8e357.pth, "
+                   'from download.pytorch.org/models/)')),
 }
 
 

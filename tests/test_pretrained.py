@@ -196,6 +196,7 @@ def test_recipes_start_from_the_published_imagenet_files(monkeypatch):
       ('simple_baseline_coco', 'r152'): 'resnet152-b121ed2d.pth',
       ('hrnet_wflw', ''): 'hrnetv2_w18_imagenet_pretrained.pth',
       ('hrnet_wflw', '300w'): 'hrnetv2_w18_imagenet_pretrained.pth',
+      ('fashionai_champion', ''): 'resnet50-19c8e357.pth',
   }
   for (name, variant), file_name in expected.items():
     assert load_config(name, variant).model.pretrained == f'/weights/{file_name}'

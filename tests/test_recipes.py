@@ -31,6 +31,8 @@ RECIPES = [
     ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
     ('hourglass_facial_keypoints', ''),
     ('hrnet_wflw', ''), ('hrnet_wflw', '300w'),
+    ('fashionai_champion', ''), ('fashionai_champion', '1stack'),
+    ('fashionai_champion', 'heatmap'),
 ]
 
 @pytest.fixture(scope='module')
@@ -69,7 +71,8 @@ def test_recipe_builds_its_network_and_pipeline(name, variant, fixtures):
   setup = experiment.Setup(config)  # every check main.py makes, nothing compiled
   assert setup.codec.heatmap_size == tuple(
       s // config.codec.stride for s in config.input.size)
-  assert setup.model.num_keypoints == setup.spec.num_keypoints
+  # One output channel per keypoint, three for offset voting.
+  assert setup.model.num_keypoints == setup.spec.num_keypoints * setup.codec.channels
   config.train.global_batch_size = 2
   batch = next(pipeline.train_dataset(setup.builder, config).as_numpy_iterator())
   assert batch['image'].shape == (2, *config.input.size, 3)
@@ -94,6 +97,12 @@ def test_recipe_variants_are_the_published_settings():
   assert (hg.model.preset, hg.train.global_batch_size, hg.codec.sigma) == ('hg8', 16, 1.0)
   assert load_config('hrnet_wflw', '300w').dataset.eval_split == 'test_full'
   assert load_config('cpm_fashionai', 'all').dataset.config == 'all'
+  champion = load_config('fashionai_champion')
+  assert (champion.dataset.config, champion.model.name, champion.model.preset,
+          champion.codec.name, champion.loss.ohkm_scope) == (
+              'all', 'asymmetric_hourglass', 'r50_3stack', 'offsets', 'batch')
+  assert load_config('fashionai_champion', '1stack').model.preset == 'r50_1stack'
+  assert load_config('fashionai_champion', 'heatmap').codec.name == 'heatmap'
   with pytest.raises(ValueError, match='w64'):
     load_config('hrnet_coco', 'w64')
   # Trained here: centred heatmap grid, no flip shift. Official checkpoints:
@@ -154,7 +163,7 @@ def _untrained(name: str, variant: str, on_fixtures):
 # Every recipe's smoke variant compiles and takes a step.
 STEPPED = [('hrnet_coco', ''), ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
            ('hrnet_wflw', ''), ('simple_baseline_coco', ''), ('hourglass_mpii', ''),
-           ('hourglass_facial_keypoints', '')]
+           ('hourglass_facial_keypoints', ''), ('fashionai_champion', '')]
 
 
 @pytest.mark.parametrize('name, variant', STEPPED)

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+from posejax.models.asymmetric_hourglass import ASYMMETRIC_HOURGLASS_PRESETS
+from posejax.models.asymmetric_hourglass import AsymmetricHourglass
 from posejax.models.common import normalize_images
 from posejax.models.cpm import CPM
 from posejax.models.cpm import CPM_PRESETS
@@ -73,6 +75,11 @@ NETWORKS: dict[str, Network] = {
         CPM, CPM_PRESETS, usual_input=((256, 192), 17),
         smoke=dict(num_stages=2, feat_channels=8, middle_channels=8,
                    stem_channels=8, stem_hidden_channels=16)),
+    'asymmetric_hourglass': Network(
+        AsymmetricHourglass, ASYMMETRIC_HOURGLASS_PRESETS,
+        # FashionAI: 24 keypoints, each a disk and two offsets (3 channels).
+        usual_input=((256, 256), 72),
+        smoke=dict(num_stacks=2, width=4, layer4_planes=4, features=8)),
 }
 
 DTYPES = {
@@ -169,6 +176,6 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
 
 
 __all__ = [
-    'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network', 'SimpleBaseline',
+    'AsymmetricHourglass', 'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network', 'SimpleBaseline',
     'StackedHourglass', 'build_model', 'model_fields', 'normalize_images',
 ]

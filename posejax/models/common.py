@@ -95,16 +95,19 @@ def conv(features: int,
          kernel_size: int,
          *,
          strides: int = 1,
+         dilation: int = 1,
          use_bias: bool = False,
          dtype: Dtype = jnp.float32,
          kernel_init: Initializer = conv_kernel_init,
          name: str | None = None) -> nn.Conv:
-  """A square convolution with PyTorch-style symmetric padding `k // 2`."""
-  pad = kernel_size // 2
+  """A square convolution with PyTorch-style symmetric padding
+  `dilation * (k // 2)` (the output keeps the size for stride 1)."""
+  pad = dilation * (kernel_size // 2)
   return nn.Conv(
       features=features,
       kernel_size=(kernel_size, kernel_size),
       strides=(strides, strides),
+      kernel_dilation=(dilation, dilation),
       padding=((pad, pad), (pad, pad)),
       use_bias=use_bias,
       dtype=dtype,
@@ -191,13 +194,15 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
   """ResNet bottleneck block: 1x1, 3x3 (strided), 1x1 convs (expansion 4).
 
-  The stride sits on the 3x3 conv (torchvision "v1.5" and official HRNet).
+  The stride sits on the 3x3 conv (torchvision "v1.5" and official HRNet);
+  `dilation` dilates that conv (torchvision's `replace_stride_with_dilation`).
   Children `conv1..3`, `bn1..3` and optionally `downsample` (see BasicBlock).
   """
 
   planes: int
   strides: int = 1
   downsample: bool = False
+  dilation: int = 1
   dtype: Dtype = jnp.float32
   kernel_init: Initializer = conv_kernel_init
 
@@ -210,8 +215,8 @@ class Bottleneck(nn.Module):
              name='conv1')(x)
     y = batch_norm(train, dtype=self.dtype, name='bn1')(y)
     y = relu(y)
-    y = conv(self.planes, 3, strides=self.strides, dtype=self.dtype,
-             kernel_init=self.kernel_init, name='conv2')(y)
+    y = conv(self.planes, 3, strides=self.strides, dilation=self.dilation,
+             dtype=self.dtype, kernel_init=self.kernel_init, name='conv2')(y)
     y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
     y = relu(y)
     y = conv(self.planes * self.expansion, 1, dtype=self.dtype,
