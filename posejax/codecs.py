@@ -89,6 +89,20 @@ def heatmap_to_input(xy: jax.Array, stride: int, grid: str = 'centred',
   return xy * scale + offset
 
 
+def _on_map(keypoints, visibility, heatmap_size, stride, grid):
+  """Keypoints in heatmap pixels (x, y) and their target weights (..., K).
+
+  A keypoint gets weight 0 when it is not labelled or its centre falls off
+  the map (its peak could not be decoded).
+  """
+  height, width = heatmap_size
+  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride, grid,
+                            heatmap_size)
+  cx, cy = centre[..., 0], centre[..., 1]
+  on_map = (cx >= -0.5) & (cx < width - 0.5) & (cy >= -0.5) & (cy < height - 0.5)
+  return cx, cy, ((visibility > 0) & on_map).astype(jnp.float32)
+
+
 def render_heatmaps(
     keypoints: jax.Array,
     visibility: jax.Array,
@@ -113,11 +127,7 @@ def render_heatmaps(
     peak could not be decoded); its map is then all zeros.
   """
   height, width = heatmap_size
-  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride, grid,
-                            heatmap_size)
-  cx, cy = centre[..., 0], centre[..., 1]
-  on_map = (cx >= -0.5) & (cx < width - 0.5) & (cy >= -0.5) & (cy < height - 0.5)
-  weight = ((visibility > 0) & on_map).astype(jnp.float32)
+  cx, cy, weight = _on_map(keypoints, visibility, heatmap_size, stride, grid)
   # The Gaussian is separable: two 1-D profiles and an outer product are far
   # cheaper than evaluating exp on the full H x W grid per joint.
   xs = jnp.arange(width, dtype=jnp.float32)
@@ -341,11 +351,7 @@ def render_offsets(keypoints, visibility, heatmap_size, stride: int,
   `render_heatmaps`. Unweighted keypoints have empty disks.
   """
   height, width = heatmap_size
-  centre = input_to_heatmap(keypoints.astype(jnp.float32), stride, grid,
-                            heatmap_size)
-  cx, cy = centre[..., 0], centre[..., 1]
-  on_map = (cx >= -0.5) & (cx < width - 0.5) & (cy >= -0.5) & (cy < height - 0.5)
-  weight = ((visibility > 0) & on_map).astype(jnp.float32)
+  cx, cy, weight = _on_map(keypoints, visibility, heatmap_size, stride, grid)
   xs = jnp.arange(width, dtype=jnp.float32)
   ys = jnp.arange(height, dtype=jnp.float32)
   dx = cx[..., None, None, :] - xs[:, None]          # (..., 1, W, K)
