@@ -1,6 +1,6 @@
 r"""Train-step images/s on one GPU: posejax (JAX) and PyTorch, one table.
 
-  python benchmarks/gpu.py [--out=gpu.json]     # about 5-8 minutes on an H100/H200
+  python benchmarks/gpu.py [--out=gpu.json]     # meant to fit in 8 minutes on an H100/H200
   python benchmarks/gpu.py --smoke              # tiny networks, CPU: checks the script
 
 posejax: `posejax.benchmark.benchmark` (the real `train_step.jit_train_step`:
