@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from posejax import codecs
 from posejax import config_lib
 from posejax import evaluation
+from posejax import losses
 from posejax import models
 from posejax import sharding
 from posejax.evaluation import detections
@@ -47,8 +48,8 @@ class Setup:
   """Everything a run derives from its config, built before any compilation.
 
   Attributes: config, builder (prepared TFDS builder), spec (KeypointSpec),
-  codec, model (unbound Linen module), mesh and metric (an
-  evaluation.METRICS key).
+  codec, loss (losses.Loss), model (unbound Linen module), mesh and metric
+  (an evaluation.METRICS key).
   """
 
   def __init__(self, config):
@@ -64,6 +65,7 @@ class Setup:
     config_lib.validate(config)
     self.config = config
     self.codec = codecs.codec_from_config(config)
+    self.loss = losses.loss_from_config(config.loss)
     self.mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.train.global_batch_size, self.mesh,
                               'train.global_batch_size')

@@ -24,7 +24,6 @@ from posejax import config_lib
 from posejax import distributed
 from posejax import evaluate
 from posejax import experiment
-from posejax import losses
 from posejax import pretrained
 from posejax import sharding
 from posejax import train_step
@@ -99,8 +98,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('Parameters: %s',
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
 
-  loss = losses.loss_from_config(config.loss)
-  step_fn = train_step.jit_train_step(model, setup.codec, tx, mesh, state, loss)
+  step_fn = train_step.jit_train_step(model, setup.codec, tx, mesh, state, setup.loss)
   train_iter = pipeline.train_dataset(
       setup.builder, config, start_step=start_step,
       process_index=jax.process_index(),
@@ -122,7 +120,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     best_step = best_manager.best_step()
     best_loss = (best_manager.metrics(best_step)['validation_loss']
                  if best_step is not None else float('inf'))
-    loss_fn = train_step.make_validation_loss_fn(model, setup.codec, loss)
+    loss_fn = train_step.make_validation_loss_fn(model, setup.codec, setup.loss)
     stale = (start_step - (best_step or 0)) // every
   stopped = every and stale >= stopping.patience
 
