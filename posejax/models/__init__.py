@@ -1,7 +1,9 @@
 """Pose networks: `config.model.name` -> the network's entry in `NETWORKS`.
 
 Every network takes NHWC float images (see `common.model_inputs`) and
-returns a list of float32 heatmap tensors, one per supervised stage.
+returns a list of float32 output tensors, one per supervised stage, with the
+codec's channels per keypoint (heatmaps, or disks and offsets;
+posejax/codecs.py).
 
 Adding a network: its module (a Linen class with a `num_keypoints` field and
 a `dtype`, returning the list above) and one `NETWORKS` entry; `build_model`,
@@ -124,7 +126,8 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
       (a key of `NETWORKS[name].presets`, applied first) and any constructor
       fields of the model class (see `model_fields`), which override the
       preset.
-    num_keypoints: heatmap channels, from the dataset's `KeypointSpec`.
+    num_keypoints: output channels: the dataset's keypoints (`KeypointSpec`)
+      times the codec's channels per keypoint.
 
   Returns:
     An unbound Linen module.
