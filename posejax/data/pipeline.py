@@ -176,6 +176,40 @@ def _decode_window(encoded, matrix, output_size):
   return image, tf.linalg.matmul(matrix, shift)
 
 
+def _crop_window(encoded, matrix, output_size):
+  """The training crop of an encoded image: the window it samples is decoded
+  (`_decode_window`); an unrotated crop is then resampled by
+  `crop_and_resize` (`_warp_unrotated`), a rotated one by `warp_image`."""
+  window, shifted = _decode_window(encoded, matrix, output_size)
+  unrotated = (tf.abs(shifted[0, 1]) < 1e-6) & (tf.abs(shifted[1, 0]) < 1e-6)
+  return tf.cond(unrotated, lambda: _warp_unrotated(window, shifted, output_size),
+                 lambda: warp_image(window, shifted, output_size))
+
+
+def _warp_unrotated(image, matrix, output_size):
+  """`warp_image` for a matrix without rotation, through `crop_and_resize`.
+
+  The same bilinear samples with a constant zero fill (the image is padded by
+  one zero pixel, so that a sample within a pixel of the border blends with
+  the fill as `ImageProjectiveTransformV3` does), about 2.5 times faster on a
+  CPU; within one level of `warp_image` (rounding). A mirrored crop is a box
+  with x1 > x2.
+  """
+  height, width = output_size
+  inverse = tf.linalg.inv(matrix)
+  padded = tf.pad(tf.cast(image, tf.float32), [[1, 1], [1, 1], [0, 0]])
+  size = tf.cast(tf.shape(padded)[:2], tf.float32) - 1.0  # (H - 1, W - 1)
+  # Image position of output pixel (i, j), one pixel further into the padding.
+  y_first, x_first = inverse[1, 2] + 1.0, inverse[0, 2] + 1.0
+  y_last = inverse[1, 1] * (height - 1) + y_first
+  x_last = inverse[0, 0] * (width - 1) + x_first
+  box = tf.stack([y_first / size[0], x_first / size[1], y_last / size[0],
+                  x_last / size[1]])
+  crop = tf.image.crop_and_resize(padded[None], box[None], [0], output_size,
+                                  extrapolation_value=0.0)[0]
+  return tf.cast(tf.clip_by_value(tf.round(crop), 0, 255), tf.uint8)
+
+
 def _is_person_instance(instance):
   """Instances that train and that the ground-truth-box evaluation scores.
 
@@ -215,8 +249,8 @@ def _make_example(instance, seed, config, spec, train: bool, eval_extras=()):
   keypoints = tf.where(flip, tf.gather(keypoints, flip_index), keypoints)
   visibility = tf.where(flip, tf.gather(visibility, flip_index), visibility)
   example = {
-      'image': (warp_image(*_decode_window(image, matrix, input_size), input_size)
-                if windowed else warp_image(image, matrix, input_size)),
+      'image': (_crop_window(image, matrix, input_size) if windowed
+                else warp_image(image, matrix, input_size)),
       'keypoints': keypoints,
       'visibility': visibility,
       'image_id': instance['image_id'],
