@@ -19,8 +19,16 @@ channels-last, bf16 autocast (AMP), cuDNN autotuning, Adam on an MSE heatmap
 loss (targets given, not rendered), the same batches; peak memory from
 torch.cuda. Its images/s sit beside posejax's bfloat16 row.
 
+Where the time goes: three more steps of HRNet-W32 in bfloat16 at batch 128
+are traced with `jax.profiler` into --trace_dir (open it in TensorBoard's
+profile plugin or in Perfetto), and the table is followed by the trace's XLA
+ops grouped by kind and the longest single ops, and by how much of the
+traced time the GPU was busy (`benchmark.trace_summary`).
+
 Each half runs in a child process (JAX takes most of the GPU's memory when
-it starts). TensorFlow is not needed. Nothing is downloaded.
+it starts). Needs JAX with its GPU plugin, Flax, Optax, Orbax and
+ml_collections, and PyTorch for its half; not TensorFlow, TFDS, pycocotools
+or clu. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -56,7 +64,13 @@ def _peaks(device_kind: str) -> dict:
   return next((v for k, v in PEAK_TFLOPS.items() if k in device_kind), {})
 
 
-def _jax_half(smoke: bool) -> None:
+def _traced(network: str, dtype: str, batch: int, smoke: bool) -> bool:
+  """The one case whose steps are also traced: HRNet-W32, bf16, the largest batch."""
+  return (smoke or network == 'hrnet:w32') and dtype == 'bfloat16' and batch == max(
+      (2,) if smoke else BATCHES)
+
+
+def _jax_half(smoke: bool, trace_dir: str | None) -> None:
   """Prints one `RESULT {json}` line per case."""
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
@@ -74,7 +88,8 @@ def _jax_half(smoke: bool) -> None:
               network, batch, SMOKE_INPUT if smoke else None, dtype,
               num_keypoints=17 if smoke else None, steps=2 if smoke else STEPS,
               warmup=1 if smoke else WARMUP, peak_tflops=peaks.get(dtype),
-              log=None, forward=False)
+              log=None, forward=False,
+              trace_dir=trace_dir if _traced(network, dtype, batch, smoke) else None)
           train = r['train']
           case.update(device=r['device'], input=r['input'],
                       images_per_s=train['images_per_s'],
@@ -82,6 +97,8 @@ def _jax_half(smoke: bool) -> None:
                       utilization=train['utilization'],
                       memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
                       compile_s=train['compile_s'])
+          if 'trace' in r:
+            case['trace'] = r['trace']
         except Exception as e:  # pylint: disable=broad-except
           case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
         print('RESULT ' + json.dumps(case), flush=True)
@@ -148,8 +165,10 @@ def _torch_half(smoke: bool) -> None:
       print('RESULT ' + json.dumps(case), flush=True)
 
 
-def _run_half(part: str, smoke: bool) -> list[dict]:
+def _run_half(part: str, smoke: bool, trace_dir: str | None = None) -> list[dict]:
   args = [sys.executable, os.path.abspath(__file__), f'--part={part}']
+  if trace_dir:
+    args.append(f'--trace_dir={trace_dir}')
   env = dict(os.environ)
   if smoke:
     args.append('--smoke')
@@ -186,6 +205,16 @@ def table(results: list[dict]) -> str:
         f"| {r['compile_s']:.0f} "
         f"| {'' if other is None else format(other['images_per_s'], ',.0f')} "
         f"| {'' if other is None else format(r['images_per_s'] / other['images_per_s'], '.2f') + 'x'} |")
+  for r in results:
+    if 'trace' in r:
+      t = r['trace']
+      lines.append(f"\nWhere the time goes: {r['network']} {r['dtype']} batch {r['batch']}, "
+                   f"3 traced steps ({t['line']}, busy {100 * t['busy']:.0f}% of "
+                   f"{1e3 * t['span_s']:.1f} ms; {t['file']})\n")
+      lines += ['| op kind | ms (3 steps) | share |', '|---|---:|---:|']
+      lines += [f'| {k} | {1e3 * sec:.2f} | {100 * f:.1f}% |' for k, sec, f in t['kinds']]
+      lines += ['', '| op | ms (3 steps) | share |', '|---|---:|---:|']
+      lines += [f'| {k} | {1e3 * sec:.2f} | {100 * f:.1f}% |' for k, sec, f in t['ops']]
   errors = [r for r in results if r.get('framework') != 'posejax' and 'error' in r]
   lines += [f"\n{r['framework']} {r.get('network', '')} {r.get('batch', '')}: {r['error']}"
             for r in errors]
@@ -197,14 +226,18 @@ def main() -> None:
   parser.add_argument('--smoke', action='store_true',
                       help='tiny networks on the CPU: checks the script')
   parser.add_argument('--out', help='also write every result to this json file')
+  parser.add_argument('--trace_dir', default='gpu_trace',
+                      help='where the jax.profiler trace of HRNet-W32 bf16 goes '
+                      '(TensorBoard or Perfetto open it; empty: no trace)')
   parser.add_argument('--part', choices=('jax', 'torch'), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.part == 'jax':
-    return _jax_half(args.smoke)
+    return _jax_half(args.smoke, args.trace_dir or None)
   if args.part == 'torch':
     return _torch_half(args.smoke)
   start = time.perf_counter()
-  results = _run_half('jax', args.smoke) + _run_half('torch', args.smoke)
+  trace_dir = os.path.abspath(args.trace_dir) if args.trace_dir else None
+  results = _run_half('jax', args.smoke, trace_dir) + _run_half('torch', args.smoke)
   device = next((r['device'] for r in results if r.get('device')), 'unknown device')
   print(f'{device}, {time.perf_counter() - start:.0f} s in all\n')
   print(table(results))

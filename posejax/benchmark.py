@@ -27,7 +27,12 @@ The heatmap stride of the codec is read from the network's output shape
 
 from __future__ import annotations
 
+import collections
+import glob
+import gzip
 import json
+import os
+import re
 import statistics
 import time
 import types
@@ -43,7 +48,6 @@ import numpy as np
 import posejax
 from posejax import codecs
 from posejax import models
-from posejax import predict
 from posejax import sharding
 from posejax import train_step
 from posejax.models import summary
@@ -112,6 +116,74 @@ def _random_batch(seed: int, batch_size: int, input_size: Sequence[int],
   return jax.device_put(batch, sharding.data_sharding(mesh))
 
 
+def trace_summary(trace_dir: str, top: int = 10) -> dict[str, Any]:
+  """Where the time of a `jax.profiler` trace goes, from its Perfetto file.
+
+  The ops of the busiest timeline: a device's 'XLA Ops' line (GPU, TPU), or
+  on the CPU the XLA client's threads. Ops are grouped by kind (the HLO name
+  without its number: `fusion`, `convolution`, `copy`, ...) and listed by
+  total time. `busy` is the share of the traced span in which the line ran
+  an op; what is left is time the device waited for the host.
+  """
+  files = sorted(glob.glob(os.path.join(trace_dir, '**', '*perfetto_trace.json.gz'),
+                           recursive=True), key=os.path.getmtime)
+  if not files:
+    raise FileNotFoundError(f'No *perfetto_trace.json.gz under {trace_dir}.')
+  with gzip.open(files[-1]) as f:
+    events = json.load(f)
+  if isinstance(events, dict):
+    events = events.get('traceEvents', [])
+  processes, threads = {}, {}
+  for e in events:
+    if e.get('ph') == 'M' and e.get('name') == 'process_name':
+      processes[e['pid']] = e['args']['name']
+    elif e.get('ph') == 'M' and e.get('name') == 'thread_name':
+      threads[(e['pid'], e.get('tid'))] = e['args']['name']
+  lines = collections.defaultdict(list)
+  for e in events:
+    if e.get('ph') != 'X':
+      continue
+    process = processes.get(e['pid'], '')
+    thread = threads.get((e['pid'], e.get('tid')), '')
+    if process.startswith('/device:'):
+      if thread != 'XLA Ops':
+        continue
+    elif not thread.startswith('tf_XLA'):
+      continue  # host: Python, the runtime's bookkeeping
+    lines[f'{process} {thread}'].append(e)
+  if not lines:
+    raise ValueError(f'No XLA op events in {files[-1]}.')
+  line, ops = max(lines.items(), key=lambda kv: sum(e.get('dur', 0) for e in kv[1]))
+  # Events nest on the CPU (the executor's frames, named like `Class::Method`,
+  # wrap the ops): an event counts its own time, without its children's;
+  # the line is busy while a top-level event runs; frames are not ops.
+  ops = sorted(ops, key=lambda e: (e['ts'], -e.get('dur', 0)))
+  self_us = [float(e.get('dur', 0)) for e in ops]
+  stack, busy_us = [], 0.0
+  for i, e in enumerate(ops):
+    while stack and ops[stack[-1]]['ts'] + ops[stack[-1]].get('dur', 0) <= e['ts']:
+      stack.pop()
+    if stack:
+      self_us[stack[-1]] -= e.get('dur', 0)
+    else:
+      busy_us += e.get('dur', 0)
+    stack.append(i)
+  span_us = max(e['ts'] + e.get('dur', 0) for e in ops) - min(e['ts'] for e in ops)
+  by_kind, by_op = collections.Counter(), collections.Counter()
+  for e, us in zip(ops, self_us):
+    if '::' not in e['name']:
+      by_kind[re.sub(r'[._]\d+$', '', e['name'])] += us
+      by_op[e['name']] += us
+  total_us = sum(by_op.values())
+  share = lambda us: us / total_us if total_us else 0.0
+  return {
+      'file': files[-1], 'line': line, 'busy_s': busy_us / 1e6,
+      'span_s': span_us / 1e6, 'busy': busy_us / span_us if span_us else 0.0,
+      'kinds': [(k, us / 1e6, share(us)) for k, us in by_kind.most_common(top)],
+      'ops': [(k, us / 1e6, share(us)) for k, us in by_op.most_common(top)],
+  }
+
+
 def benchmark(model_spec: str | Mapping[str, Any],
               batch_size: int,
               input_size: Sequence[int] | None = None,
@@ -121,7 +193,8 @@ def benchmark(model_spec: str | Mapping[str, Any],
               warmup: int = 3,
               peak_tflops: float | None = None,
               log: Callable[[str], None] | None = print,
-              forward: bool = True) -> dict[str, Any]:
+              forward: bool = True,
+              trace_dir: str | None = None) -> dict[str, Any]:
   """Measures inference and train-step throughput of one network.
 
   Args:
@@ -138,6 +211,9 @@ def benchmark(model_spec: str | Mapping[str, Any],
     peak_tflops: the device's peak FLOP/s in TFLOP/s, for the utilisation.
     log: called with a line of progress; None for silence.
     forward: also measure the inference step (else the train step only).
+    trace_dir: if set, three more train steps are traced there with
+      `jax.profiler` (TensorBoard's profile plugin or Perfetto open it), and
+      `trace` in the result says where their time went (`trace_summary`).
 
   Returns:
     A JSON-ready dict: the setup (model, batch, input, dtype, backend,
@@ -220,6 +296,9 @@ def benchmark(model_spec: str | Mapping[str, Any],
   # Forward first: the train step donates (consumes) the state.
   variables = state.variables
   if forward:
+    # Imported here: prediction brings OpenCV and the COCO tools, which the
+    # train-step measurement (benchmarks/gpu.py) does without.
+    from posejax import predict  # pylint: disable=g-import-not-at-top
     predict_fn = predict.make_predict_fn(model, codec)
     compiled, compile_s = _compile(predict_fn, variables, batch['image'])
     times = _time_steps(lambda: compiled(variables, batch['image']), warmup,
@@ -240,6 +319,14 @@ def benchmark(model_spec: str | Mapping[str, Any],
   if not np.isfinite(loss):
     raise FloatingPointError(f'Train-step loss is {loss}.')
   report('train', compiled, compile_s, times)
+  if trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(3):
+        jax.block_until_ready(run_train_step())
+    result['trace'] = trace_summary(trace_dir)
+    say(f"traced: the busiest XLA line ran ops {100 * result['trace']['busy']:.0f}% "
+        'of the time; by kind: ' + ', '.join(
+            f'{k} {100 * f:.0f}%' for k, _, f in result['trace']['kinds'][:5]))
 
   peak = _peak_device_bytes(device)
   result['peak_memory_bytes'] = peak
@@ -265,7 +352,7 @@ def define_flags() -> None:
                     'per core instead (posejax/pipeline_benchmark.py).')
   flags.DEFINE_list('cores', ['1'], 'With --pipeline: numbers of cores to pin to.')
   flags.DEFINE_integer('images', 256, 'With --pipeline: generated 640x480 images.')
-  flags.DEFINE_integer('crops', 640, 'With --pipeline: timed crops per run.')
+  flags.DEFINE_integer('crops', 3200, 'With --pipeline: timed crops per run.')
   flags.DEFINE_string('data_dir', None, 'With --pipeline: where the images go.')
   flags.DEFINE_float(
       'peak_tflops', None,

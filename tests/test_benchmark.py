@@ -36,32 +36,44 @@ def test_benchmark_reports_positive_finite_numbers():
 
 
 def test_pipeline_benchmark_measures_both_loops(tmp_path):
-  """`--pipeline`: the tf.data pipeline and the OpenCV loop, pinned to a core."""
+  """`--pipeline`: the tf.data pipeline (JPEGs, cached images) and the OpenCV
+  loop, pinned to a core."""
   from posejax import pipeline_benchmark
   lines = []
   result = pipeline_benchmark.benchmark(cores=[1], num_images=12, crops=64,
                                         data_dir=str(tmp_path), log=lines.append)
   json.dumps(result)
   assert result['image_size'] == [480, 640] and result['input_size'] == [256, 192]
-  (run,) = result['runs']
-  assert run['cores'] == 1 and run['crops_per_s'] > 0
-  assert math.isclose(run['ratio_to_opencv'],
-                      run['crops_per_s_per_core'] / result['opencv_crops_per_s_per_core'])
-  assert any('needs about' in line for line in lines)
+  assert [r['pipeline'] for r in result['runs']] == ['posejax', 'posejax cached']
+  for run in result['runs']:
+    assert run['cores'] == 1 and run['crops_per_s'] > 0
+    assert math.isclose(run['ratio_to_opencv'],
+                        run['crops_per_s_per_core'] / result['opencv_crops_per_s_per_core'])
+  assert sum('needs about' in line for line in lines) == 2
   assert pipeline_benchmark.cores_per_gpu(3000, 500) == 6
   with __import__('pytest').raises(ValueError, match='--cores must be within'):
     pipeline_benchmark.benchmark(cores=[10_000], data_dir=str(tmp_path))
 
 
 def test_gpu_benchmark_script_prints_one_table(tmp_path):
-  """benchmarks/gpu.py --smoke: both halves (JAX, PyTorch) and the table."""
+  """benchmarks/gpu.py --smoke: both halves (JAX, PyTorch) and the table,
+  without TensorFlow, TFDS, pycocotools or clu."""
   import os
   import subprocess
   import sys
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / 'gpu.json'
-  proc = subprocess.run([sys.executable, 'benchmarks/gpu.py', '--smoke', f'--out={out}'],
-                        cwd=repo, capture_output=True, text=True, timeout=600)
+  # The GPU machines have JAX, Flax, Optax, Orbax and PyTorch but none of
+  # these: every process of the script runs with them unimportable.
+  (tmp_path / 'sitecustomize.py').write_text(
+      'import sys\n'
+      "for name in ('tensorflow', 'tensorflow_datasets', 'pycocotools', 'clu'):\n"
+      '  sys.modules[name] = None\n')
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  trace_dir = tmp_path / 'trace'
+  proc = subprocess.run([sys.executable, 'benchmarks/gpu.py', '--smoke', f'--out={out}',
+                         f'--trace_dir={trace_dir}'],
+                        cwd=repo, capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [line for line in proc.stdout.splitlines() if line.startswith('| hrnet')]
   assert len(rows) == 2 and '| float32 |' in rows[0] and '| bfloat16 |' in rows[1]
@@ -70,3 +82,11 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
   assert all('error' not in r and r['images_per_s'] > 0 for r in results)
   # PyTorch's images/s and the ratio beside the bf16 row only.
   assert rows[1].rstrip(' |').endswith('x') and not rows[0].rstrip(' |').endswith('x')
+  # The bf16 case was traced: the trace is on disk, its ops are in the table.
+  (traced,) = [r for r in results if 'trace' in r]
+  assert traced['dtype'] == 'bfloat16' and traced['framework'] == 'posejax'
+  assert list(trace_dir.glob('**/*perfetto_trace.json.gz'))
+  assert 0 < traced['trace']['busy'] <= 1.0 + 1e-6
+  kinds = dict((k, f) for k, _, f in traced['trace']['kinds'])
+  assert any('conv' in k for k in kinds) and sum(kinds.values()) <= 1.0 + 1e-6
+  assert 'Where the time goes' in proc.stdout and '| op kind | ms (3 steps) | share |' in proc.stdout

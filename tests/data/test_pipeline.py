@@ -98,8 +98,9 @@ def test_training_flip_mirrors_the_crop_and_swaps_left_and_right(
     ([560, 380, 200, 200], 0.0, False),    # the same, unrotated
     ([900, 900, 20, 20], 0.0, False),      # outside the image: all zeros
 ])
-def test_training_decodes_only_the_crops_window(box, rotation, flip):
-  """The windowed JPEG decode gives the crop of the whole image."""
+def test_training_reads_only_the_crops_window(box, rotation, flip):
+  """The crop of the window equals the crop of the whole image, for a JPEG
+  (decoded inside the window only), a PNG and a decoded (cached) image."""
   import cv2
   import tensorflow as tf
   from posejax import geometry
@@ -112,18 +113,19 @@ def test_training_decodes_only_the_crops_window(box, rotation, flip):
   center, scale = geometry.box_to_center_scale(np.asarray(box, np.float32), 0.75, 1.25)
   matrix = tf.constant(geometry.crop_matrix(center, scale, np.float32(rotation),
                                             (256, 192), np.bool_(flip)), tf.float32)
-  whole = pipeline.warp_image(tf.io.decode_jpeg(encoded, channels=3), matrix, (256, 192))
-  window, _ = pipeline._decode_window(tf.constant(encoded), matrix, (256, 192))
-  assert window.shape[0] * window.shape[1] <= 480 * 640
-  # Rotated crops warp the window; unrotated ones go through crop_and_resize.
-  windowed = pipeline._crop_window(tf.constant(encoded), matrix, (256, 192))
-  diff = np.abs(whole.numpy().astype(int) - windowed.numpy().astype(int))
-  assert diff.max() <= 1  # bilinear weights rounded differently
-  assert (diff > 0).mean() < 0.01
-  if box[0] > 640:
-    assert windowed.numpy().max() == 0
-  # Another format is decoded whole, with the matrix unchanged.
-  png = tf.constant(cv2.imencode('.png', image)[1].tobytes())
-  decoded, same = pipeline._decode_window(png, matrix, (256, 192))
-  assert decoded.shape == (480, 640, 3)
-  np.testing.assert_array_equal(same.numpy(), matrix.numpy())
+  decoded = tf.io.decode_jpeg(encoded, channels=3)
+  whole = pipeline.warp_image(decoded, matrix, (256, 192)).numpy().astype(int)
+  # cv2 writes BGR.
+  png = tf.constant(cv2.imencode('.png', decoded.numpy()[..., ::-1])[1].tobytes())
+  for source in (tf.constant(encoded), png, decoded):
+    window, _ = pipeline._window(source, matrix, (256, 192))
+    assert window.dtype == tf.uint8
+    if box[0] < 640:  # the crop's window is smaller than the image
+      assert window.shape[0] * window.shape[1] < 480 * 640
+    # Rotated crops warp the window; unrotated ones go through crop_and_resize.
+    windowed = pipeline._crop_window(source, matrix, (256, 192)).numpy().astype(int)
+    diff = np.abs(whole - windowed)
+    assert diff.max() <= 1  # bilinear weights rounded differently
+    assert (diff > 0).mean() < 0.01
+    if box[0] > 640:
+      assert windowed.max() == 0
