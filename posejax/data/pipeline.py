@@ -16,6 +16,9 @@ without replaying the augmentation of the steps before it.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -205,6 +208,24 @@ def _crop_window(image, matrix, output_size):
 _MIN_ROWS = 4096
 
 
+@functools.cache
+def _start_tensorflow_xla() -> None:
+  """Starts TensorFlow's XLA without the flags in $XLA_FLAGS.
+
+  TensorFlow's XLA reads XLA_FLAGS once, at its first compilation, and
+  aborts the process on a flag it does not know. Those flags are meant for
+  JAX, whose XLA is another version with other flags (and `import posejax`
+  adds XLA:CPU ones), so TensorFlow's starts with none; the variable is back
+  as it was before this returns, and JAX reads it as usual.
+  """
+  flags = os.environ.pop('XLA_FLAGS', None)
+  try:
+    tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(0))
+  finally:
+    if flags is not None:
+      os.environ['XLA_FLAGS'] = flags
+
+
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _bilinear_crop(flat, size, inverse, output_size):
   """`warp_image` of a window given as rows of pixels, compiled by XLA.
@@ -358,6 +379,7 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   consumes.
   """
   spec = keypoints_lib.get_spec(builder.builder_config.keypoints)
+  _start_tensorflow_xla()  # before the crops compile (`_bilinear_crop`)
   global_batch = config.train.global_batch_size
   if global_batch % process_count:
     raise ValueError(f'train.global_batch_size = {global_batch} does not split '

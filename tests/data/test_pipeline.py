@@ -122,10 +122,37 @@ def test_training_reads_only_the_crops_window(box, rotation, flip):
     assert window.dtype == tf.uint8
     if box[0] < 640:  # the crop's window is smaller than the image
       assert window.shape[0] * window.shape[1] < 480 * 640
-    # Rotated crops warp the window; unrotated ones go through crop_and_resize.
+    # The XLA resampler on the window, against the TensorFlow warp of the image.
     windowed = pipeline._crop_window(source, matrix, (256, 192)).numpy().astype(int)
     diff = np.abs(whole - windowed)
     assert diff.max() <= 1  # bilinear weights rounded differently
     assert (diff > 0).mean() < 0.01
     if box[0] > 640:
       assert windowed.max() == 0
+
+
+def test_training_crops_ignore_xla_flags_meant_for_jax(smoke_builder, smoke_data_dir):
+  """TensorFlow's XLA (which compiles the training crops) aborts on a flag it
+  does not know; flags in $XLA_FLAGS are JAX's and do not reach it."""
+  import os
+  import subprocess
+  import sys
+  code = (
+      'import os, recipe_configs\n'
+      'from posejax import data\n'
+      'from posejax.data import pipeline\n'
+      'config = recipe_configs.load_config("synthetic", "smoke")\n'
+      f'config.dataset.data_dir = {smoke_data_dir!r}\n'
+      'builder = data.get_builder(config.dataset)\n'
+      'batch = next(pipeline.train_dataset(builder, config).as_numpy_iterator())\n'
+      'print(batch["image"].shape, os.environ["XLA_FLAGS"])\n')
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, XLA_FLAGS='--xla_flag_no_xla_knows=1',
+             PYTHONPATH=os.pathsep.join([repo, os.path.join(repo, 'tests')]))
+  proc = subprocess.run([sys.executable, '-c', code], env=env, cwd=repo,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  # A batch of crops, and the variable as it was (JAX reads it later).
+  shape, flags = proc.stdout.strip().split(') ', 1)
+  assert shape.startswith('(8, 64, 48, 3')
+  assert flags.startswith('--xla_flag_no_xla_knows=1')
