@@ -1,6 +1,6 @@
 r"""Train-step images/s on one GPU: posejax (JAX) and PyTorch, one table.
 
-  python benchmarks/gpu.py [--out=gpu.json]     # meant to fit in 8 minutes on an H100/H200
+  python benchmarks/gpu.py [--out=gpu.json]     # fits in 8 minutes (a time budget per half)
   python benchmarks/gpu.py --smoke              # tiny networks, CPU: checks the script
 
 posejax: `posejax.benchmark.benchmark` (the real `train_step.jit_train_step`:
@@ -26,7 +26,11 @@ ops grouped by kind and the longest single ops, and by how much of the
 traced time the GPU was busy (`benchmark.trace_summary`).
 
 Each half runs in a child process (JAX takes most of the GPU's memory when
-it starts). Needs JAX with its GPU plugin, Flax, Optax, Orbax and
+it starts) with a time budget (6 minutes for posejax, 75 s for PyTorch):
+cases run in order of importance (HRNet-W32 and SimpleBaseline-R50 first,
+bf16 first, batch 128 first), and a case that would start after its half's
+budget is listed as skipped, so the run ends in about 8 minutes whatever the
+compile times. Needs JAX with its GPU plugin, Flax, Optax, Orbax and
 ml_collections, and PyTorch for its half; not TensorFlow, TFDS, pycocotools
 or clu. Nothing is downloaded.
 """
@@ -43,10 +47,16 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-JAX_NETWORKS = ('hrnet:w32', 'hrnet:w48', 'simple_baseline:r50', 'hourglass:hg8')
+# In the order they run (the targets' cases first), each network's cases
+# bf16 before float32 and the larger batch first, so that a run cut short by
+# its time budget still has the cases that matter most.
+JAX_NETWORKS = ('hrnet:w32', 'simple_baseline:r50', 'hrnet:w48', 'hourglass:hg8')
 TORCH_NETWORKS = ('hrnet:w32', 'simple_baseline:r50')
-DTYPES = ('float32', 'bfloat16')
-BATCHES = (32, 128)
+DTYPES = ('bfloat16', 'float32')
+BATCHES = (128, 32)
+# Seconds each half may start cases in (8 minutes in all, with start-up):
+# a case that would begin after its half's budget is reported as skipped.
+BUDGET_S = {'jax': 360.0, 'torch': 75.0}
 STEPS, WARMUP = 10, 2
 
 # Dense peak TFLOP/s of the H100 SXM and H200 (same compute): bf16 tensor
@@ -70,7 +80,28 @@ def _traced(network: str, dtype: str, batch: int, smoke: bool) -> bool:
       (2,) if smoke else BATCHES)
 
 
-def _jax_half(smoke: bool, trace_dir: str | None) -> None:
+class _Budget:
+  """Whether another case fits: the time spent plus the longest case so far."""
+
+  def __init__(self, seconds: float):
+    self.seconds, self.start, self.longest = seconds, time.perf_counter(), 0.0
+
+  def allows_another(self) -> bool:
+    return time.perf_counter() - self.start + self.longest <= self.seconds
+
+  def timed(self, fn):
+    begin = time.perf_counter()
+    try:
+      return fn()
+    finally:
+      self.longest = max(self.longest, time.perf_counter() - begin)
+
+
+def _skipped(case: dict, budget: _Budget) -> dict:
+  return {**case, 'error': f'skipped: the time budget of {budget.seconds:.0f} s was spent'}
+
+
+def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
   """Prints one `RESULT {json}` line per case."""
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
@@ -83,13 +114,16 @@ def _jax_half(smoke: bool, trace_dir: str | None) -> None:
       for batch in batches:
         name = 'hrnet (smoke)' if smoke else network
         case = {'framework': 'posejax', 'network': name, 'dtype': dtype, 'batch': batch}
+        if not budget.allows_another():
+          print('RESULT ' + json.dumps(_skipped(case, budget)), flush=True)
+          continue
         try:
-          r = benchmark.benchmark(
+          r = budget.timed(lambda: benchmark.benchmark(
               network, batch, SMOKE_INPUT if smoke else None, dtype,
               num_keypoints=17 if smoke else None, steps=2 if smoke else STEPS,
               warmup=1 if smoke else WARMUP, peak_tflops=peaks.get(dtype),
               log=None, forward=False,
-              trace_dir=trace_dir if _traced(network, dtype, batch, smoke) else None)
+              trace_dir=trace_dir if _traced(network, dtype, batch, smoke) else None))
           train = r['train']
           case.update(device=r['device'], input=r['input'],
                       images_per_s=train['images_per_s'],
@@ -116,57 +150,68 @@ def _torch_network(name: str, smoke: bool):
   raise ValueError(name)
 
 
-def _torch_half(smoke: bool) -> None:
+def _torch_case(name: str, batch: int, smoke: bool) -> dict:
+  """Images/s and peak memory of one PyTorch AMP train step."""
   import torch  # pylint: disable=g-import-not-at-top
   cuda = torch.cuda.is_available()
   device = torch.device('cuda' if cuda else 'cpu')
+  height, width = SMOKE_INPUT if smoke else (256, 192)
+  model = _torch_network(name, smoke).to(device, memory_format=torch.channels_last)
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  x = torch.randn(batch, 3, height, width, device=device).to(
+      memory_format=torch.channels_last)
+  target = torch.rand(batch, 17, height // 4, width // 4, device=device)
+  if cuda:
+    torch.cuda.reset_peak_memory_stats()
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+      out = model(x)
+    loss = ((out.float() - target) ** 2).mean()
+    loss.backward()
+    optimizer.step()
+
+  times = []
+  for i in range((1 if smoke else 3) + (2 if smoke else STEPS)):
+    start = time.perf_counter()
+    step()
+    if cuda:
+      torch.cuda.synchronize()
+    if i >= (1 if smoke else 3):
+      times.append(time.perf_counter() - start)
+  result = dict(device=torch.cuda.get_device_name() if cuda else 'cpu',
+                input=[height, width], images_per_s=batch / statistics.median(times),
+                memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
+  del model, optimizer
+  if cuda:
+    torch.cuda.empty_cache()
+  return result
+
+
+def _torch_half(smoke: bool, budget: _Budget) -> None:
+  import torch  # pylint: disable=g-import-not-at-top
   torch.backends.cudnn.benchmark = True
   networks = ['hrnet:w32'] if smoke else TORCH_NETWORKS
   batches = (2,) if smoke else BATCHES
-  height, width = SMOKE_INPUT if smoke else (256, 192)
   for name in networks:
     for batch in batches:
       case = {'framework': 'pytorch', 'network': 'hrnet (smoke)' if smoke else name,
               'dtype': 'bfloat16', 'batch': batch}
-      try:
-        model = _torch_network(name, smoke).to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        x = torch.randn(batch, 3, height, width, device=device).to(
-            memory_format=torch.channels_last)
-        target = torch.rand(batch, 17, height // 4, width // 4, device=device)
-        if cuda:
-          torch.cuda.reset_peak_memory_stats()
-
-        def step():
-          optimizer.zero_grad(set_to_none=True)
-          with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = model(x)
-          loss = ((out.float() - target) ** 2).mean()
-          loss.backward()
-          optimizer.step()
-
-        times = []
-        for i in range((1 if smoke else 3) + (2 if smoke else STEPS)):
-          start = time.perf_counter()
-          step()
-          if cuda:
-            torch.cuda.synchronize()
-          if i >= (1 if smoke else 3):
-            times.append(time.perf_counter() - start)
-        case.update(device=torch.cuda.get_device_name() if cuda else 'cpu',
-                    input=[height, width],
-                    images_per_s=batch / statistics.median(times),
-                    memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
-        del model, optimizer
-        if cuda:
-          torch.cuda.empty_cache()
-      except Exception as e:  # pylint: disable=broad-except
-        case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+      if not budget.allows_another():
+        case = _skipped(case, budget)
+      else:
+        try:
+          case.update(budget.timed(lambda: _torch_case(name, batch, smoke)))
+        except Exception as e:  # pylint: disable=broad-except
+          case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
       print('RESULT ' + json.dumps(case), flush=True)
 
 
-def _run_half(part: str, smoke: bool, trace_dir: str | None = None) -> list[dict]:
-  args = [sys.executable, os.path.abspath(__file__), f'--part={part}']
+def _run_half(part: str, smoke: bool, trace_dir: str | None = None,
+              budget_s: float | None = None) -> list[dict]:
+  args = [sys.executable, os.path.abspath(__file__), f'--part={part}',
+          f'--budget_s={BUDGET_S[part] if budget_s is None else budget_s}']
   if trace_dir:
     args.append(f'--trace_dir={trace_dir}')
   env = dict(os.environ)
@@ -189,9 +234,12 @@ def table(results: list[dict]) -> str:
   lines = ['| network | input | batch | dtype | posejax img/s | TFLOP/s | % of peak '
            '| XLA memory GiB | compile s | PyTorch AMP img/s | posejax / PyTorch |',
            '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
-  for r in results:
-    if r.get('framework') != 'posejax':
-      continue
+  ours = [r for r in results if r.get('framework') == 'posejax']
+  networks = list(dict.fromkeys(r['network'] for r in ours))
+  # Shown by network, float32 before bfloat16, small batch first.
+  ours.sort(key=lambda r: (networks.index(r['network']), r['dtype'] != 'float32',
+                           r['batch']))
+  for r in ours:
     if 'error' in r:
       lines.append(f"| {r['network']} | | {r['batch']} | {r['dtype']} | {r['error']} "
                    '| | | | | | |')
@@ -230,11 +278,12 @@ def main() -> None:
                       help='where the jax.profiler trace of HRNet-W32 bf16 goes '
                       '(TensorBoard or Perfetto open it; empty: no trace)')
   parser.add_argument('--part', choices=('jax', 'torch'), help=argparse.SUPPRESS)
+  parser.add_argument('--budget_s', type=float, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.part == 'jax':
-    return _jax_half(args.smoke, args.trace_dir or None)
+    return _jax_half(args.smoke, args.trace_dir or None, _Budget(args.budget_s))
   if args.part == 'torch':
-    return _torch_half(args.smoke)
+    return _torch_half(args.smoke, _Budget(args.budget_s))
   start = time.perf_counter()
   trace_dir = os.path.abspath(args.trace_dir) if args.trace_dir else None
   results = _run_half('jax', args.smoke, trace_dir) + _run_half('torch', args.smoke)

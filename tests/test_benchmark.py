@@ -90,3 +90,10 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
   kinds = dict((k, f) for k, _, f in traced['trace']['kinds'])
   assert any('conv' in k for k in kinds) and sum(kinds.values()) <= 1.0 + 1e-6
   assert 'Where the time goes' in proc.stdout and '| op kind | ms (3 steps) | share |' in proc.stdout
+  # A half whose time budget is spent reports its cases as skipped.
+  proc = subprocess.run([sys.executable, 'benchmarks/gpu.py', '--part=torch', '--smoke',
+                         '--budget_s=0'], cwd=repo, capture_output=True, text=True,
+                        timeout=300, env=env)
+  (skipped,) = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
+                if line.startswith('RESULT ')]
+  assert skipped['error'] == 'skipped: the time budget of 0 s was spent'
