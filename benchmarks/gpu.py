@@ -131,8 +131,9 @@ def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
                       utilization=train['utilization'],
                       memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
                       compile_s=train['compile_s'])
-          if 'trace' in r:
-            case['trace'] = r['trace']
+          for key in ('trace', 'trace_error'):
+            if key in r:
+              case[key] = r[key]
         except Exception as e:  # pylint: disable=broad-except
           case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
         print('RESULT ' + json.dumps(case), flush=True)
@@ -254,6 +255,9 @@ def table(results: list[dict]) -> str:
         f"| {'' if other is None else format(other['images_per_s'], ',.0f')} "
         f"| {'' if other is None else format(r['images_per_s'] / other['images_per_s'], '.2f') + 'x'} |")
   for r in results:
+    if 'trace_error' in r:
+      lines.append(f"\nThe trace of {r['network']} {r['dtype']} batch {r['batch']} was "
+                   f"written but not summarised: {r['trace_error']}")
     if 'trace' in r:
       t = r['trace']
       lines.append(f"\nWhere the time goes: {r['network']} {r['dtype']} batch {r['batch']}, "

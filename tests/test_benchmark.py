@@ -97,3 +97,40 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
   (skipped,) = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
                 if line.startswith('RESULT ')]
   assert skipped['error'] == 'skipped: the time budget of 0 s was spent'
+
+
+def test_trace_summary_reads_a_device_line(tmp_path):
+  """A GPU trace's 'XLA Ops' line: ops by kind and by name, the busy share;
+  without that line, the busiest stream; no XLA events: a clear error."""
+  import gzip
+  from posejax import benchmark
+  folder = tmp_path / 'plugins' / 'profile' / 'run'
+  folder.mkdir(parents=True)
+
+  def write(events):
+    meta = [{'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
+            {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 1, 'args': {'name': 'XLA Ops'}},
+            {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 2,
+             'args': {'name': 'Stream #13(Compute)'}},
+            {'ph': 'M', 'name': 'process_name', 'pid': 2, 'args': {'name': '/host:CPU'}},
+            {'ph': 'M', 'name': 'thread_name', 'pid': 2, 'tid': 1, 'args': {'name': 'python'}}]
+    with gzip.open(folder / 'perfetto_trace.json.gz', 'wt') as f:
+      json.dump({'traceEvents': meta + events}, f)
+
+  op = lambda tid, name, ts, dur, pid=1: {'ph': 'X', 'pid': pid, 'tid': tid, 'name': name,
+                                          'ts': ts, 'dur': dur}
+  write([op(1, 'fusion.1', 0, 30), op(1, 'convolution.2', 40, 50), op(1, 'fusion.3', 100, 20),
+         op(2, 'sm90_xmma_fprop', 40, 45), op(1, 'PjitFunction(step)', 0, 500, pid=2)])
+  t = benchmark.trace_summary(str(tmp_path))
+  assert t['line'] == '/device:GPU:0 XLA Ops'
+  assert math.isclose(t['busy'], 100 / 120) and math.isclose(t['span_s'], 120e-6)
+  assert [(k, round(f, 3)) for k, _, f in t['kinds']] == [('fusion', 0.5), ('convolution', 0.5)]
+  assert [k for k, _, _ in t['ops']] == ['convolution.2', 'fusion.1', 'fusion.3']
+  write([op(2, 'sm90_xmma_fprop', 40, 45), op(2, 'sm90_xmma_fprop', 100, 15)])
+  t = benchmark.trace_summary(str(tmp_path))
+  assert t['line'] == '/device:GPU:0 Stream #13(Compute)' and t['ops'][0][0] == 'sm90_xmma_fprop'
+  write([op(1, 'PjitFunction(step)', 0, 500, pid=2)])
+  with __import__('pytest').raises(ValueError, match='No XLA op events'):
+    benchmark.trace_summary(str(tmp_path))
+  with __import__('pytest').raises(FileNotFoundError):
+    benchmark.trace_summary(str(tmp_path / 'nothing'))
