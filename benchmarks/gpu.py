@@ -212,9 +212,8 @@ def _torch_half(smoke: bool, budget: _Budget) -> None:
 def _run_half(part: str, smoke: bool, trace_dir: str | None = None,
               budget_s: float | None = None) -> list[dict]:
   args = [sys.executable, os.path.abspath(__file__), f'--part={part}',
-          f'--budget_s={BUDGET_S[part] if budget_s is None else budget_s}']
-  if trace_dir:
-    args.append(f'--trace_dir={trace_dir}')
+          f'--budget_s={BUDGET_S[part] if budget_s is None else budget_s}',
+          f'--trace_dir={trace_dir or ""}']
   env = dict(os.environ)
   if smoke:
     args.append('--smoke')

@@ -375,9 +375,13 @@ def main(argv):
     # TensorFlow only here: the step benchmark runs without it.
     from posejax import pipeline_benchmark  # pylint: disable=g-import-not-at-top
     try:
-      result = pipeline_benchmark.benchmark(
-          [int(n) for n in values.cores], values.images, values.crops,
-          values.data_dir)
+      cores = [int(n) for n in values.cores]
+    except ValueError:
+      raise SystemExit('posejax.benchmark: --cores takes numbers of cores, e.g. '
+                       f'--cores=1,2; got {",".join(values.cores)!r}.') from None
+    try:
+      result = pipeline_benchmark.benchmark(cores, values.images, values.crops,
+                                            values.data_dir)
     except ValueError as e:
       raise SystemExit(f'posejax.benchmark: {e}') from None
     print(json.dumps(result), flush=True)

@@ -53,6 +53,13 @@ def test_pipeline_benchmark_measures_both_loops(tmp_path):
   assert pipeline_benchmark.cores_per_gpu(3000, 500) == 6
   with __import__('pytest').raises(ValueError, match='--cores must be within'):
     pipeline_benchmark.benchmark(cores=[10_000], data_dir=str(tmp_path))
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, '-m', 'posejax.benchmark', '--pipeline',
+                         '--cores=1,two'], capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "posejax.benchmark: --cores takes numbers of cores, e.g. --cores=1,2; got '1,two'.")
 
 
 def test_gpu_benchmark_script_prints_one_table(tmp_path):
@@ -97,6 +104,14 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
   (skipped,) = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
                 if line.startswith('RESULT ')]
   assert skipped['error'] == 'skipped: the time budget of 0 s was spent'
+  # --trace_dir= (empty): measured, not traced.
+  proc = subprocess.run([sys.executable, 'benchmarks/gpu.py', '--part=jax', '--smoke',
+                         '--budget_s=600', '--trace_dir='], cwd=repo, capture_output=True,
+                        text=True, timeout=300, env=env)
+  untraced = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
+              if line.startswith('RESULT ')]
+  assert len(untraced) == 2 and all('images_per_s' in r and 'trace' not in r
+                                    for r in untraced)
 
 
 def test_trace_summary_reads_a_device_line(tmp_path):
