@@ -189,23 +189,29 @@ def _window(image, matrix, output_size):
   return window, tf.linalg.matmul(matrix, shift)
 
 
+# The resampler's input is padded to a few lengths (`_bucket_rows`), so
+# that XLA compiles it for a dozen shapes rather than one per window size.
+_MIN_ROWS = 4096
+
+
+def _bucket_rows(pixels):
+  """Rows for a window of `pixels` pixels: at least one zero row past them
+  (the fill), rounded up to 2^k or 1.5 * 2^k (at least `_MIN_ROWS`)."""
+  rows = tf.cast(pixels + 1, tf.float64)  # exact: float32 is not above 2^24
+  octave = tf.math.ceil(tf.math.log(rows) / np.log(2.0))
+  bucket = tf.where(rows <= 0.75 * 2.0**octave, 0.75 * 2.0**octave, 2.0**octave)
+  # Never short of the rows, whatever the logarithm's last bit.
+  return tf.maximum(tf.cast(bucket, tf.int32), tf.maximum(pixels + 1, _MIN_ROWS))
+
+
 def _crop_window(image, matrix, output_size):
   """The training crop: the window it samples (`_window`), resampled by
   `_bilinear_crop`."""
   window, shifted = _window(image, matrix, output_size)
   shape = tf.shape(window)
   pixels = shape[0] * shape[1]
-  # One zero row past the pixels (the fill), then zeros up to a bucket of
-  # sizes 2^k and 1.5 * 2^k, so that the compiled resampler sees few shapes.
-  rows = tf.cast(pixels + 1, tf.float32)
-  octave = tf.math.ceil(tf.math.log(rows) / np.log(2.0))
-  bucket = tf.where(rows <= 0.75 * 2.0**octave, 0.75 * 2.0**octave, 2.0**octave)
-  bucket = tf.maximum(tf.cast(bucket, tf.int32), _MIN_ROWS)
-  flat = tf.pad(tf.reshape(window, [-1, 3]), [[0, bucket - pixels], [0, 0]])
+  flat = tf.pad(tf.reshape(window, [-1, 3]), [[0, _bucket_rows(pixels) - pixels], [0, 0]])
   return _bilinear_crop(flat, shape[:2], tf.linalg.inv(shifted), tuple(output_size))
-
-
-_MIN_ROWS = 4096
 
 
 @functools.cache

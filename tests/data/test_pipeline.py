@@ -156,3 +156,14 @@ def test_training_crops_ignore_xla_flags_meant_for_jax(smoke_builder, smoke_data
   shape, flags = proc.stdout.strip().split(') ', 1)
   assert shape.startswith('(8, 64, 48, 3')
   assert flags.startswith('--xla_flag_no_xla_knows=1')
+
+
+@pytest.mark.parametrize('pixels, rows', [
+    (1, 4096), (4095, 4096), (4096, 6144), (6143, 6144), (6144, 8192),
+    (192 * 256, 65536), (480 * 640, 393216),
+    (2**24 - 1, 2**24), (2**24, 3 * 2**23),  # float32 would lose the + 1 here
+])
+def test_resampler_input_lengths_are_few_and_long_enough(pixels, rows):
+  """Windows are padded to 2^k or 1.5 * 2^k rows, with a zero row past the
+  pixels for the fill."""
+  assert int(pipeline._bucket_rows(tf.constant(pixels))) == rows
