@@ -45,12 +45,12 @@ def _group_errors(variant: str, workdir: str) -> dict[str, float]:
   """Mean normalised error per keypoint group of the run's last checkpoint."""
   sys.path.insert(0, os.path.join(REPO, 'tests'))
   from recipe_configs import load_config  # pylint: disable=g-import-not-at-top
-  from posejax import evaluate  # pylint: disable=g-import-not-at-top
   from posejax import experiment  # pylint: disable=g-import-not-at-top
+  from posejax.evaluation import predict_split  # pylint: disable=g-import-not-at-top
   config = load_config('synthetic', variant)
   setup = experiment.Setup(config)
   variables, _ = experiment.load_variables(workdir)
-  predictions, _, _ = evaluate.predict_split(setup, variables)
+  predictions, _, _ = predict_split.predict_split(setup, variables)
   visible = predictions.visibility > 0
   norm = np.sqrt(predictions.bbox[:, 2] * predictions.bbox[:, 3])[:, None]
   error = np.linalg.norm(predictions.keypoints - predictions.gt_keypoints, axis=-1) / norm

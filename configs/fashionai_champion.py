@@ -4,67 +4,35 @@ r"""The FashionAI 2018 winner's approach on FashionAI garment keypoints.
       --config.dataset.manual_dir=/data/fashionai   # or export FASHIONAI_DIR=...
   python -m posejax.eval --config=configs/fashionai_champion.py --workdir=runs/champion
 
-manual_dir holds the Tianchi training release (Annotations/train.csv,
-Images/<category>/*.jpg; posejax/data/fashionai_keypoints.py). All five
-garment categories train one network on the 24-point layout; the score is
-the challenge's normalised error on the held-out 10% of the training release
-(`NE` and `NE/<category>` in metrics.json, in percent).
+Target: 3.30% NE on the challenge's test set for the winning entry (an
+ensemble behind a garment detector), 4.11% for its ResNet-50 one-stack
+starting point; here on held-out training images, without a detector.
 
-Published: 3.30% NE on the challenge's test set for the winning entry (an
-ensemble, with a garment detector in front); 4.11% for the ablation's
-starting point, a ResNet-50 encoder and one stack. What differs here:
-
-- No detector: no detector weights can be downloaded, so the crop is the
-  whole image (FashionAI images hold one garment, mostly centred) or the
-  ground-truth keypoints' box where a user supplies it; a detector's tighter
-  crop is worth some of the gap.
-- The network follows the write-up's description, whose layer table is not
-  published (posejax/models/asymmetric_hourglass.py says where it had to
-  choose): 11.5M parameters and 27.8 GFLOPs for 3 stacks at 256x256 (10.2M,
-  23.1 GFLOPs for one), against 49M and 7.86 GFLOPs for their one-stack
-  network; the resolution the winners trained at is not stated, this recipe
-  uses 256x256 as the CPM recipe does.
-- The test set's labels were never released: scores are on held-out
-  training images, not comparable to the leaderboard one to one.
-
-Recipe: the asymmetric dilated hourglass (`r50_3stack`: ResNet-50 encoder at
-1/8 with dilation, light decoder, three supervised stacks), the encoder's
-conv1 to layer3 from torchvision's ImageNet ResNet-50
-($POSEJAX_PRETRAINED_DIR/resnet50-19c8e357.pth, default directory
-~/posejax_pretrained; --config.model.pretrained='' trains from scratch);
-offset-voting targets (disks of radius 3 heatmap pixels at 64x64, offsets
-with a Huber loss, Hough voting); online hard keypoint mining across the
-batch (the 8 x batch hardest keypoint losses); flip and rotation
-augmentation; Adam 1e-3 with step decay; early stopping on the validation
-loss as in the CPM recipe. Not measured with posejax on real data yet.
-
-Variants: `1stack` (the ablation's starting point), `heatmap` (Gaussian
-heatmaps with DARK decoding instead of offset voting), `smoke` (e.g.
-`:smoke`): the recipe's whole path at a few channels, 64x64 input, a few
-steps; its metrics mean nothing.
+Beyond the base: all five categories, the asymmetric dilated hourglass
+(ResNet-50 encoder from ImageNet weights, 3 stacks; `:1stack`), offset-voting
+targets (`:heatmap`: Gaussian heatmaps with DARK), hard keypoint mining over
+the batch, early stopping. `smoke` runs the whole path in a minute or two;
+what differs from the write-up and why: configs/README.md.
 """
 
 from __future__ import annotations
-
-import os
 
 import ml_collections
 
 from posejax import config_lib
 
+VARIANTS = ('1stack', 'heatmap', 'smoke')
+EXCLUSIVE = ()  # groups of VARIANTS of which one at most; none here
 SMOKE_INPUT = (64, 64)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Variants: '1stack', 'heatmap', 'smoke'."""
   variants = config_lib.parse_variants(
-      arg, 'configs/fashionai_champion.py', ('1stack', 'heatmap', 'smoke'))
+      arg, 'configs/fashionai_champion.py', VARIANTS, EXCLUSIVE)
   c = config_lib.base_config()
 
-  c.dataset.update(
-      name='fashionai_keypoints',
-      config='all',
-      manual_dir=os.environ.get('FASHIONAI_DIR', ''),
-  )
+  config_lib.use_dataset(c, 'fashionai_keypoints', config='all')
 
   c.input.update(
       size=(256, 256),

@@ -1,33 +1,17 @@
 r"""HRNet on generated figures with the 17 COCO keypoints: the quickstart.
 
-Generates the data on first use (5,000 train / 500 val figures), trains a
-narrow HRNet at 128x96 for 3,000 steps of 16 and evaluates with ground-truth
-boxes and flip test.
-
   python -m posejax.main --config=configs/synthetic.py --workdir=/tmp/posejax_quickstart
 
-Measured: OKS AP 0.761 (AP50 0.928, PCK@0.1 0.941) on the synthetic val split,
-7 min 45 s wall from an empty data dir on a 2-core x86 CPU with jaxlib 0.10.2;
-AP 0.757 in 2 min 34 s on a 2-core Zen 5 EPYC (the target is AP >= 0.70
-within 10 minutes; see README, Results). At 96x64
-the same network reached 0.681 in 4,800 steps: the thin forearms, two or
-three pixels wide there, cost the wrists most.
+Target: OKS AP >= 0.70 on the synthetic val split within 10 minutes on a
+2-core CPU; measured 0.761 in 7 min 45 s (2-core x86, from an empty data
+dir) and 0.757 in 2 min 34 s (2-core Zen 5 EPYC); README, Results.
 
-Variants (`configs/synthetic.py:NAME`, comma-joined):
-  hrnet: the default above.
-  simple_baseline, hourglass, cpm: the other network families, narrowed to
-    train on a CPU in minutes with the same data and schedule (the published
-    sizes are the presets in posejax/models, e.g. `simple_baseline:r50`).
-  quarter, udp, offsets: other ways to encode and decode keypoints than the
-    default Gaussian heatmaps read with DARK: the same heatmaps read with
-    the quarter-pixel step; UDP (config_lib.udp); disks and offset fields
-    decoded by voting (codec.name='offsets', radius 3 heatmap pixels).
-  ohkm: online hard keypoint mining, the 8 hardest of the 17 keypoints of
-    each instance (loss.ohkm_topk; CPN's setting).
-  smoke: tiny data (96 train / 24 val figures at 128x128), a 64x48 input
-    (64x64 for simple_baseline), a narrower network and 6 steps: the whole
-    path in about a minute. With a network, e.g. `simple_baseline,smoke`,
-    that network at its smoke width (posejax.models.NETWORKS).
+Beyond the base: 5,000 train / 500 val generated figures (made on first
+use), a narrow HRNet at 128x96, sigma 1.5 with DARK decoding, light scale
+jitter and no rotation, cached decoded images, 3,000 steps of 16 with
+cosine decay; ground-truth boxes. Variants (comma-joined): the other network
+families, codecs and hard keypoint mining, and `smoke` (tiny data, 6
+steps); each is described in configs/README.md.
 """
 
 import ml_collections
@@ -36,21 +20,20 @@ from posejax import config_lib
 
 NETWORKS = ('hrnet', 'simple_baseline', 'hourglass', 'cpm')
 CODECS = ('dark', 'quarter', 'udp', 'offsets')
+VARIANTS = (*NETWORKS, *CODECS, 'ohkm', 'smoke')
+EXCLUSIVE = (NETWORKS, CODECS)  # one at most of each; the first is the default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = config_lib.parse_variants(
-      arg, 'configs/synthetic.py', (*NETWORKS, *CODECS, 'ohkm', 'smoke'),
-      exclusive=[NETWORKS, CODECS])
-  network = config_lib.choose(variants, NETWORKS, 'hrnet')
-  codec = config_lib.choose(variants, CODECS, 'dark')
+  """Variants: one of NETWORKS, one of CODECS, 'ohkm', 'smoke'."""
+  variants = config_lib.parse_variants(arg, 'configs/synthetic.py', VARIANTS,
+                                       EXCLUSIVE)
+  network = config_lib.choose(variants, NETWORKS)
+  codec = config_lib.choose(variants, CODECS)
   c = config_lib.base_config()
 
-  c.dataset.update(
-      name='coco_keypoints',
-      config='synthetic',
-      synthetic=dict(num_train=5000, num_val=500, seed=0, image_size=(256, 256)),
-  )
+  # The base's dataset.synthetic: 5,000 train / 500 val figures of 256x256.
+  c.dataset.update(name='coco_keypoints', config='synthetic')
 
   c.input.update(
       size=(128, 96),  # (height, width)

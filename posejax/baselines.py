@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 import numpy as np
 
-from posejax import config_lib
+from posejax import command
 from posejax import data
-from posejax import evaluate
 from posejax import geometry
 from posejax.data import pipeline
 from posejax.evaluation import coco
+from posejax.evaluation import ground_truth
 from posejax.evaluation import pck
 
 
@@ -44,28 +41,26 @@ def mean_pose_metrics(config, builder) -> dict:
                / np.maximum(labelled.sum(0), 1)[:, None])
   val = _crops(builder, config, config.dataset.eval_split)
   n = len(val['image_id'])
-  size, crop = tuple(config.input.size), config.input.get('crop', 'centred')
+  size, crop = tuple(config.input.size), config.input.crop
   pred = geometry.input_to_image(np.broadcast_to(mean_pose, (n, *mean_pose.shape)),
                                  val['center'], val['scale'], size, crop)
   gt = geometry.input_to_image(val['keypoints'], val['center'], val['scale'], size,
                                crop)
-  ground_truth = evaluate.coco_ground_truth(builder, config.dataset.eval_split)
+  annotations = ground_truth.coco_ground_truth(builder, config.dataset.eval_split)
   results = coco.keypoint_results(val['image_id'], pred, np.ones(pred.shape[:2]),
                                   np.ones(n))
-  metrics = coco.coco_keypoint_metrics(ground_truth, results, spec)
+  metrics = coco.coco_keypoint_metrics(annotations, results, spec)
   metrics['PCK@0.1'] = float(pck.box_pck(pred, gt, val['visibility'], val['bbox'])['mean'])
   return {k: float(v) for k, v in metrics.items()}
 
 
-def main(argv):
-  del argv
-  config = flags.FLAGS.config
+def main(values):
+  config = values.config
   builder = data.get_builder(config.dataset)
   print(json.dumps({'baseline': 'train-set mean pose in ground-truth boxes',
                     **mean_pose_metrics(config, builder)}, indent=2))
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-  flags.mark_flags_as_required(['config'])
-  app.run(main, flags_parser=config_lib.parse_flags)
+  command.define_run_flags()
+  command.run(main, required=['config'], huge_pages=False)

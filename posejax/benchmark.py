@@ -6,7 +6,7 @@ r"""Images/s of the inference and training steps of one network.
 (`--pipeline` measures the input pipeline instead: posejax/pipeline_benchmark.py.)
 
 Measures the code that runs in practice, on one device: the forward is
-`predict.make_predict_fn` without flip test (normalise, eval-mode forward,
+`inference.predict_fn.make_predict_fn` without flip test (normalise, eval-mode forward,
 decode), the train step is `train_step.jit_train_step` (render targets,
 forward, backward, Adam) on a 1-device mesh with the state donated. Inputs are random
 batches already on the device (uint8 images, keypoints, visibility, as the
@@ -38,15 +38,15 @@ import time
 import types
 from typing import Any, Callable, Mapping, Sequence
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-import posejax
 from posejax import codecs
+from posejax import command
+from posejax import losses
 from posejax import models
 from posejax import sharding
 from posejax import train_step
@@ -258,10 +258,10 @@ def benchmark(model_spec: str | Mapping[str, Any],
   optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=0, schedule='step', decay_steps=(),
       decay_factor=0.1, weight_decay=0.0, grad_clip_norm=0.0))
-  tx, _ = train_step.make_optimizer(optim, num_steps=1)  # Plain Adam.
-  # 'rbg' keys: XLA:CPU compiles threefry initialisation very slowly.
-  state = train_step.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
-                                   input_size, mesh)
+  training = train_step.build_training(  # Plain Adam.
+      model, codec, losses.Loss(), mesh, optim, num_steps=1,
+      input_size=input_size)
+  state = training.state
   batch = _random_batch(0, batch_size, input_size, num_keypoints, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   say(f'{model_spec}: {num_params:,} parameters, batch {batch_size}, input '
@@ -301,15 +301,14 @@ def benchmark(model_spec: str | Mapping[str, Any],
   if forward:
     # Imported here: prediction brings OpenCV and the COCO tools, which the
     # train-step measurement (benchmarks/gpu.py) does without.
-    from posejax import predict  # pylint: disable=g-import-not-at-top
-    predict_fn = predict.make_predict_fn(model, codec)
+    from posejax.inference import predict_fn as predict_fn_lib  # pylint: disable=g-import-not-at-top
+    predict_fn = predict_fn_lib.make_predict_fn(model, codec)
     compiled, compile_s = _compile(predict_fn, variables, batch['image'])
     times = _time_steps(lambda: compiled(variables, batch['image']), warmup,
                         steps)
     report('forward', compiled, compile_s, times)
 
-  step_fn = train_step.jit_train_step(model, codec, tx, mesh, state)
-  compiled, compile_s = _compile(step_fn, state, batch)
+  compiled, compile_s = _compile(training.step, state, batch)
   holder = [state]
   del state, variables  # Donated below.
 
@@ -367,37 +366,26 @@ def define_flags() -> None:
       "The device's peak TFLOP/s at --dtype, to report the utilisation.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  values = flags.FLAGS
+def main(values):
   if values.pipeline:
     # TensorFlow only here: the step benchmark runs without it.
     from posejax import pipeline_benchmark  # pylint: disable=g-import-not-at-top
     try:
       cores = [int(n) for n in values.cores]
     except ValueError:
-      raise SystemExit('posejax.benchmark: --cores takes numbers of cores, e.g. '
-                       f'--cores=1,2; got {",".join(values.cores)!r}.') from None
-    try:
-      result = pipeline_benchmark.benchmark(cores, values.images, values.crops,
-                                            values.data_dir)
-    except ValueError as e:
-      raise SystemExit(f'posejax.benchmark: {e}') from None
-    print(json.dumps(result), flush=True)
-    return
-  try:
+      raise ValueError('--cores takes numbers of cores, e.g. --cores=1,2; got '
+                       f'{",".join(values.cores)!r}.') from None
+    result = pipeline_benchmark.benchmark(cores, values.images, values.crops,
+                                          values.data_dir)
+  else:
     input_size = (summary.parse_input_size(values.input)
                   if values.input else None)
     result = benchmark(values.model, values.batch, input_size, values.dtype,
                        values.keypoints, values.steps, values.warmup,
                        values.peak_tflops)
-  except ValueError as e:
-    raise SystemExit(f'posejax.benchmark: {e}') from None
   print(json.dumps(result), flush=True)
 
 
 if __name__ == '__main__':
-  posejax.restart_with_huge_pages()  # See its docstring: CPU step time.
   define_flags()
-  app.run(main)
+  command.run(main, prefix='posejax.benchmark')

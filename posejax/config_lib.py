@@ -1,10 +1,13 @@
 """What every config shares, and checks that run before anything is built.
 
-A recipe in configs/ starts from `base_config()` and states only what
-differs; `parse_variants` reads its `:variant,variant` argument, durations
-given in epochs become steps with `steps_for_epochs`, and its `smoke`
-variant (`smoke`) keeps its structure at a few channels, so that a whole run
-takes a minute or two on small data.
+`base_config()` declares every field the code reads, with its default: code
+reads `config.<section>.<field>`, never `.get(field, default)`. A recipe in
+configs/ starts from it and states only what differs (configs/README.md);
+`parse_variants` reads its `:variant,variant` argument against the module's
+`VARIANTS` and `EXCLUSIVE`, durations given in epochs become steps with
+`steps_for_epochs` (`epoch_schedule`), the COCO recipes share
+`coco_top_down`, and the `smoke` variant keeps a recipe's structure at a few
+channels, so that a whole run takes a minute or two on small data.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import AbstractSet, Collection, Iterable, Sequence
 
 from absl import flags
 import ml_collections
+from ml_collections import config_dict
 
 from posejax import geometry
 from posejax import models
@@ -25,6 +29,22 @@ SECTIONS = ('model', 'dataset', 'input', 'codec', 'loss', 'optim', 'train',
 # the official HRNet and SimpleBaselines code (and of the pipeline's filter).
 COCO_TRAIN_INSTANCES = 149_813
 
+# The person detections of the official HRNet and SimpleBaselines evaluation
+# (detector AP 56.4 on val2017), relative to dataset.manual_dir.
+COCO_DETECTIONS = (
+    'person_detection_results/COCO_val2017_detections_AP_H_56_person.json')
+
+# The environment variable that gives each dataset's downloaded release to
+# the recipes (dataset.manual_dir; --config.dataset.manual_dir overrides it).
+MANUAL_DIR_VARIABLES = {
+    'coco_keypoints': 'COCO_DIR',
+    'mpii_human_pose': 'MPII_DIR',
+    'fashionai_keypoints': 'FASHIONAI_DIR',
+    'kaggle_facial_keypoints': 'KAGGLE_FACES_DIR',
+    'wflw': 'WFLW_DIR',
+    'ibug_300w': 'IBUG_300W_DIR',
+}
+
 # Steps of a smoke run: enough for a checkpoint, a restart and a decay.
 SMOKE_STEPS = 6
 
@@ -34,17 +54,21 @@ def imagenet_checkpoint(file_name: str) -> str:
 
   `$POSEJAX_PRETRAINED_DIR/<file_name>` (default `~/posejax_pretrained`),
   under the name it is published with; `--config.model.pretrained` takes any
-  other path, and '' trains from scratch (posejax/pretrained.py).
+  other path, and '' trains from scratch (posejax/checkpoints/imagenet.py).
   """
   directory = os.environ.get('POSEJAX_PRETRAINED_DIR', '~/posejax_pretrained')
   return os.path.join(directory, file_name)
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every section with the values most recipes share.
+  """Every field the code reads, with the values most recipes share.
 
   Fields a recipe must set itself (dataset.name, input.size, model.name,
-  train.num_steps, ...) hold placeholders here.
+  train.num_steps, ...) hold placeholders here; optional fields without a
+  value (model.preset, loss.stage_weights) are typed None placeholders, which
+  a recipe or `--config.<section>.<field>=...` sets like any other field. The
+  model section also takes the fields of the network's class (a recipe's own;
+  `models.build_model`).
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -58,6 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
       manual_dir='',
       train_split='train',
       eval_split='validation',
+      # The generated figures of config 'synthetic' (coco_keypoints
+      # .synthetic_config); other parameters build other records.
+      synthetic=dict(num_train=5000, num_val=500, seed=0, image_size=(256, 256)),
   ))
 
   c.input = ml_collections.ConfigDict(dict(
@@ -85,14 +112,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.codec = ml_collections.ConfigDict(dict(
       # 'heatmap' (Gaussian heatmaps, MSE) or 'offsets' (disks and offset
-      # fields decoded by voting; posejax/codecs.py).
+      # fields decoded by voting; posejax/codecs/).
       name='heatmap',
       stride=4,
       sigma=2.0,  # heatmap pixels ('heatmap')
       radius=3.0,  # disk radius in heatmap pixels ('offsets')
       offset_weight=1.0,  # weight of the offset loss against the disks' ('offsets')
       # Sub-pixel decoding: 'quarter', 'official' (the official code's
-      # post-processing exactly) or 'dark' (posejax/codecs.py).
+      # post-processing exactly) or 'dark' (posejax/codecs/).
       refine='quarter',
       # 'centred' (posejax's heatmap grid) or 'official' (the grid of networks
       # trained by the official HRNet and SimpleBaselines code).
@@ -101,16 +128,22 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       name='',  # a key of posejax.models.NETWORKS
-      dtype='float32',
+      # A key of the network's `presets`, applied before the fields set here;
+      # None for the network class's defaults.
+      preset=config_dict.placeholder(str),
+      dtype='float32',  # or 'bfloat16'
       # An ImageNet classification checkpoint the backbone starts from when
-      # the workdir holds no checkpoint ('' for none; posejax/pretrained.py).
+      # the workdir holds no checkpoint ('' for none;
+      # posejax/checkpoints/imagenet.py).
       pretrained='',
   ))
 
   # The codec's per-keypoint loss (heatmap MSE with target weights, or the
-  # offset-voting loss), over every supervised stage; `stage_weights`
-  # (optional, a recipe sets it) weighs the stages (posejax/losses.py).
+  # offset-voting loss), summed over every supervised stage
+  # (posejax/losses.py).
   c.loss = ml_collections.ConfigDict(dict(
+      # One weight a supervised stage, e.g. (0.5, 1.0); None: 1 for each.
+      stage_weights=config_dict.placeholder(tuple),
       # Online hard keypoint mining: train on the `ohkm_topk` largest
       # keypoint losses of each instance ('instance', as CPN: 8 of 17) or on
       # the ohkm_topk x batch largest of the batch ('batch'); 0 is off.
@@ -139,6 +172,9 @@ def base_config() -> ml_collections.ConfigDict:
       # state with the lowest and stop after `patience` measurements without
       # a new lowest (see posejax/train.py).
       early_stopping=dict(every_steps=0, patience=10),
+      # A profiler trace of 5 steps in the workdir, from step 10 and then
+      # hourly (clu periodic_actions.Profile; process 0 only).
+      profile=False,
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
@@ -153,7 +189,7 @@ def base_config() -> ml_collections.ConfigDict:
       oks_nms_threshold=0.9,
       flip_test=True,
       # The official HRNet code's one-pixel shift of flipped-back heatmaps;
-      # only heatmaps on the official grid need it (posejax/codecs.py).
+      # only heatmaps on the official grid need it (posejax/codecs/).
       flip_shift=False,
       num_images_to_draw=32,
   ))
@@ -171,7 +207,8 @@ def parse_variants(arg: str | None, config_file: str,
     arg: what follows the ':' of `--config=FILE:arg` (None or '' for none).
     config_file: the file, for the error message.
     choices: every variant the file knows.
-    exclusive: groups of variants of which at most one may be given.
+    exclusive: groups of variants of which at most one may be given; the
+      first of a group is the recipe's default (`choose`).
 
   Returns:
     The variants given.
@@ -197,11 +234,17 @@ def parse_variants(arg: str | None, config_file: str,
   return given
 
 
-def choose(variants: AbstractSet[str], group: Iterable[str],
-           default: str) -> str:
-  """The one variant of an exclusive `group` given, else `default`."""
+def choose(variants: AbstractSet[str], group: Sequence[str],
+           default: str | None = None) -> str:
+  """The one variant of an exclusive `group` given, else `default`.
+
+  `default` is the group's first variant unless given: a recipe lists its
+  default first, so that naming it changes nothing.
+  """
   chosen = [v for v in group if v in variants]
-  return chosen[0] if chosen else default
+  if chosen:
+    return chosen[0]
+  return group[0] if default is None else default
 
 
 def steps_for_epochs(epochs: float, num_instances: int,
@@ -212,6 +255,63 @@ def steps_for_epochs(epochs: float, num_instances: int,
   keep the last short batch.
   """
   return int(epochs * -(-num_instances // batch_size))
+
+
+def use_dataset(config: ml_collections.ConfigDict, name: str, /,
+                **fields) -> ml_collections.ConfigDict:
+  """dataset.name, its manual_dir from the environment (MANUAL_DIR_VARIABLES;
+  '' where unset) and the other dataset `fields` given."""
+  config.dataset.update(
+      name=name, manual_dir=os.environ.get(MANUAL_DIR_VARIABLES[name], ''), **fields)
+  return config
+
+
+def epoch_schedule(config: ml_collections.ConfigDict, num_instances: int,
+                   batch_size: int, epochs: int,
+                   decay_epochs: Sequence[int]) -> ml_collections.ConfigDict:
+  """A schedule stated in epochs, as the official HRNet code states it.
+
+  `epochs` epochs of `batch_size` over `num_instances`, optim.decay_factor
+  at each of `decay_epochs`, a checkpoint every epoch and an evaluation
+  every 10, all in steps of the global batch (`steps_for_epochs`).
+  """
+  def steps(n):
+    return steps_for_epochs(n, num_instances, batch_size)
+
+  config.optim.decay_steps = tuple(steps(n) for n in decay_epochs)
+  config.train.update(global_batch_size=batch_size, num_steps=steps(epochs),
+                      checkpoint_every_steps=steps(1),
+                      eval_every_steps=steps(10))
+  return config
+
+
+def coco_top_down(config: ml_collections.ConfigDict, batch_size: int,
+                  epochs: int,
+                  decay_epochs: Sequence[int]) -> ml_collections.ConfigDict:
+  """What the COCO recipes share: the setup of the official HRNet and
+  SimpleBaselines code (deep-high-resolution-net.pytorch,
+  human-pose-estimation.pytorch) but for the network, the scale, rotation
+  and half-body augmentation, and the schedule's length.
+
+  COCO 2017 from `$COCO_DIR` (or --config.dataset.manual_dir); rotation of
+  60% of the crops; Adam at 1e-3 without weight decay; `epoch_schedule`;
+  the official evaluation with the batch of training: one crop per box of
+  COCO_DETECTIONS, flip test, rescoring and OKS-NMS at 0.9, pycocotools
+  (configs/README.md).
+  """
+  use_dataset(config, 'coco_keypoints', config='2017')
+  config.input.rotation_prob = 0.6  # as the official loader
+  # The official weight decay (1e-4) only reaches SGD; its Adam has none.
+  config.optim.update(learning_rate=1e-3, weight_decay=0.0)
+  epoch_schedule(config, COCO_TRAIN_INSTANCES, batch_size, epochs, decay_epochs)
+  config.eval.update(
+      batch_size=batch_size,
+      metric='coco',
+      boxes=COCO_DETECTIONS,
+      box_score_threshold=0.0,  # TEST.IMAGE_THRE
+      oks_nms_threshold=0.9,    # TEST.OKS_THRE
+  )
+  return config
 
 
 def narrow_model(model_config) -> None:
@@ -246,9 +346,8 @@ def smoke(config: ml_collections.ConfigDict, input_size: Sequence[int],
   config.train.update(global_batch_size=2, num_steps=num_steps,
                       log_every_steps=2, checkpoint_every_steps=3,
                       eval_every_steps=0)
-  stopping = config.train.get('early_stopping')
-  if stopping and stopping.get('every_steps'):
-    stopping.every_steps = 2
+  if config.train.early_stopping.every_steps:
+    config.train.early_stopping.every_steps = 2
   config.eval.update(batch_size=2, num_images_to_draw=2)
   return config
 
@@ -276,7 +375,7 @@ def udp(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The `udp` variant: unbiased data processing (Huang et al., CVPR 2020).
 
     input.crop='udp'    the crop measured in pixel spacings (posejax/geometry.py)
-    codec.grid='udp'    heatmap pixels likewise (posejax/codecs.py)
+    codec.grid='udp'    heatmap pixels likewise (posejax/codecs/)
     codec.refine='dark' targets at the exact sub-pixel position, read back by
                         the Taylor step on the smoothed log-heatmap
   """
@@ -294,7 +393,7 @@ def validate(config) -> None:
   size = tuple(config.input.size)
   if len(size) != 2 or min(size) <= 0:
     raise ValueError(f'input.size must be (height, width), got {size}.')
-  geometry.crop_centre(size[1], config.input.get('crop', 'centred'))  # checks it
+  geometry.crop_centre(size[1], config.input.crop)  # checks it
   if config.train.num_steps <= 0:
     raise ValueError(f'train.num_steps must be positive, got {config.train.num_steps}.')
   for field in ('log_every_steps', 'checkpoint_every_steps'):

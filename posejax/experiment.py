@@ -12,7 +12,8 @@ A run directory (`workdir`) holds:
   best_checkpoint/<step>/   with train.early_stopping: the lowest validation loss
   eval/step_<N>/            metrics.json, results.json, predictions.png
   events.out.tfevents.*     TensorBoard scalars
-Training (`train.py`) and evaluation (`evaluate.py`, `eval.py`) both read it
+Training (`train.py`) and evaluation (`evaluation/evaluator.py`, `eval.py`)
+both read it
 through the functions here.
 """
 
@@ -33,6 +34,7 @@ from posejax import evaluation
 from posejax import losses
 from posejax import models
 from posejax import sharding
+from posejax import train_step
 from posejax.evaluation import detections
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -91,6 +93,16 @@ class Setup:
     data.prepare_records(self.builder, config.dataset)
     if jax.process_count() > 1 and jax.process_index() == 0:
       multihost_utils.sync_global_devices('posejax: records')
+
+
+  def build_training(self, start=None) -> train_step.Training:
+    """This run's optimiser, initial state and jitted step
+    (`train_step.build_training`; `start` as there)."""
+    c = self.config
+    return train_step.build_training(
+        self.model, self.codec, self.loss, self.mesh, c.optim,
+        num_steps=c.train.num_steps, input_size=c.input.size, seed=c.seed,
+        start=start)
 
 
 def metric_name(config, builder_cls) -> str:

@@ -1,20 +1,20 @@
-"""Keypoint losses; every stage of a multi-stage network is supervised.
+"""All loss arithmetic; every stage of a multi-stage network is supervised.
 
-A codec scores one stage's output against its targets per instance and
-keypoint (`codec.joint_losses`, (B, K)): the Gaussian heatmap codec with the
-masked MSE below, the offset-voting codec with its disk cross-entropy and
-offset Huber loss (posejax/codecs.py). `Loss` reduces those to a scalar,
-optionally keeping only the hardest keypoints (online hard keypoint mining),
-and weighs the stages.
+Per keypoint: the masked heatmap MSE (Gaussian heatmaps) and the disk
+cross-entropy plus offset Huber loss (offset voting), each (B, K) for one
+stage. A codec picks its own (`Codec.joint_losses`, posejax/codecs/), and
+`Loss` reduces the stages' (B, K) losses to the training loss: optionally
+only the hardest keypoints (online hard keypoint mining), the stages weighed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
 
 OHKM_SCOPES = ('instance', 'batch')
 
@@ -31,9 +31,20 @@ def heatmap_mse_per_joint(pred: jax.Array, target: jax.Array,
   return 0.5 * jnp.mean(diff**2, axis=(1, 2))
 
 
-def heatmap_mse(pred: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
-  """The masked MSE averaged over every pixel of every joint."""
-  return jnp.mean(heatmap_mse_per_joint(pred, target, weight))
+def offset_voting_per_joint(logits, offsets, disks, target_offsets, weight,
+                            offset_weight: float, huber_delta: float) -> jax.Array:
+  """(B, K) disk cross-entropy plus `offset_weight` x offset Huber loss.
+
+  logits, disks (B, H, W, K); offsets, target_offsets (B, H, W, K, 2) in
+  units of the disk radius. The cross-entropy is averaged over the map, the
+  Huber loss over each keypoint's disk; `weight` (B, K) masks joints.
+  """
+  classification = jnp.mean(
+      optax.sigmoid_binary_cross_entropy(logits, disks), axis=(1, 2))
+  huber = optax.huber_loss(offsets, target_offsets, delta=huber_delta).sum(-1)
+  inside = disks.sum(axis=(1, 2))
+  regression = (huber * disks).sum(axis=(1, 2)) / jnp.maximum(inside, 1.0)
+  return weight * (classification + offset_weight * regression)
 
 
 def hard_keypoint_mean(joint_losses: jax.Array, topk: int,
@@ -74,44 +85,22 @@ class Loss:
     if self.ohkm_topk < 0:
       raise ValueError(f'loss.ohkm_topk must be >= 0, got {self.ohkm_topk}.')
 
-  def __call__(self, outputs: Sequence[jax.Array], targets, weights: jax.Array,
-               joint_losses: Callable = heatmap_mse_per_joint) -> jax.Array:
-    return multi_stage_loss(outputs, targets, weights, self.stage_weights,
-                            joint_losses, self.ohkm_topk, self.ohkm_scope)
+  def __call__(self, stage_losses: Sequence[jax.Array]) -> jax.Array:
+    """Weighted sum over stages of each stage's (mined) (B, K) losses."""
+    weights = self.stage_weights or (1.0,) * len(stage_losses)
+    if len(weights) != len(stage_losses):
+      raise ValueError(
+          f'loss.stage_weights has {len(weights)} entries but the model '
+          f'returns {len(stage_losses)} stages.')
+    return sum(w * hard_keypoint_mean(j, self.ohkm_topk, self.ohkm_scope)
+               for w, j in zip(weights, stage_losses))
+
+  def every_keypoint(self) -> Loss:
+    """The same loss without mining: validation losses that compare across runs."""
+    return dataclasses.replace(self, ohkm_topk=0)
 
 
 def loss_from_config(loss_config) -> Loss:
-  stage_weights = loss_config.get('stage_weights')
+  stage_weights = loss_config.stage_weights
   return Loss(stage_weights=None if stage_weights is None else tuple(stage_weights),
-              ohkm_topk=loss_config.get('ohkm_topk', 0),
-              ohkm_scope=loss_config.get('ohkm_scope', 'instance'))
-
-
-def multi_stage_loss(
-    outputs: Sequence[jax.Array],
-    targets,
-    weight: jax.Array,
-    stage_weights: Sequence[float] | None = None,
-    joint_losses: Callable = heatmap_mse_per_joint,
-    ohkm_topk: int = 0,
-    ohkm_scope: str = 'instance',
-) -> jax.Array:
-  """Weighted sum over stages of each stage's (mined) keypoint loss."""
-  if stage_weights is None:
-    stage_weights = [1.0] * len(outputs)
-  if len(stage_weights) != len(outputs):
-    raise ValueError(
-        f'loss.stage_weights has {len(stage_weights)} entries but the model '
-        f'returns {len(outputs)} stages.')
-  target_size = jax.tree.leaves(targets)[0].shape[1:3]
-  for o in outputs:
-    # Checked while tracing, before anything is compiled.
-    if o.shape[1:3] != target_size:
-      raise ValueError(
-          f'The network returns {o.shape[1]}x{o.shape[2]} heatmaps but the '
-          f'codec renders {target_size[0]}x{target_size[1]} targets (input '
-          'size / codec.stride): set codec.stride to the network\'s output '
-          'stride (e.g. model.stride for HRNet and the hourglass).')
-  return sum(w * hard_keypoint_mean(joint_losses(o, targets, weight), ohkm_topk,
-                                    ohkm_scope)
-             for w, o in zip(stage_weights, outputs))
+              ohkm_topk=loss_config.ohkm_topk, ohkm_scope=loss_config.ohkm_scope)

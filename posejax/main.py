@@ -5,39 +5,23 @@ Several processes (one per host) start JAX's distributed runtime first:
 `--coordinator=auto` / a cluster launcher (posejax/distributed.py).
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
-from ml_collections import config_flags
 
-import posejax
-from posejax import config_lib
+from posejax import command
 from posejax import distributed
-from posejax import experiment
 from posejax import train
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, logs and eval outputs.')
-distributed.define_flags()
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    distributed.initialize_from_flags()
-  except ValueError as e:
-    raise SystemExit(f'posejax: {e}') from None
+def main(values):
+  distributed.initialize_from_flags()
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
-  try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except experiment.SetupError as e:
-    raise SystemExit(f'posejax: {e}') from None
+  train.train_and_evaluate(values.config, values.workdir)
 
 
 if __name__ == '__main__':
-  posejax.restart_with_huge_pages()  # See its docstring: CPU step time.
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=config_lib.parse_flags)
+  command.define_run_flags(workdir='Checkpoints, logs and eval outputs.')
+  distributed.define_flags()
+  command.run(main, required=['config', 'workdir'])

@@ -1,10 +1,12 @@
 """The training step: state, optimiser, sharded jit; no TensorFlow.
 
-`train_step` renders the heatmap targets on device from the keypoints
-(`codecs`), runs the model, supervises every stage (`losses`) and applies the
-optax update. `jit_train_step` jits it with explicit shardings: the batch is
-split over the mesh axis `data`, the state is replicated and donated. The
-loop around it is `train.py`; `benchmark.py` and notebooks use this module
+`train_step` renders the codec's targets on device from the keypoints
+(posejax/codecs), runs the model, supervises every stage (`losses.Loss` of
+the codec's per-keypoint losses) and applies the optax update.
+`jit_train_step` jits it with explicit shardings: the batch is split over
+the mesh axis `data`, the state is replicated and donated.
+`build_training` wires optimiser, state and jitted step in one call; the loop
+around it is `train.py`; `benchmark.py`, the tests and notebooks call it
 directly, without the input pipeline.
 """
 
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from posejax import batches
 from posejax import losses
 from posejax import sharding
 from posejax.models import common
@@ -78,8 +81,13 @@ def create_train_state(model, tx, rng, input_size, mesh) -> TrainState:
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
 
-def train_step(state: TrainState, batch: dict, *, model, codec, tx,
-               loss: losses.Loss = losses.Loss()):
+def stage_losses(codec, outputs, targets, weights) -> list[jax.Array]:
+  """The codec's (B, K) losses of every supervised output."""
+  return [codec.joint_losses(o, targets, weights) for o in outputs]
+
+
+def train_step(state: TrainState, batch: batches.TrainBatch, *, model, codec,
+               tx, loss: losses.Loss):
   """One optimisation step on a global batch; returns the state and metrics."""
   images = common.model_inputs(model, batch['image'])
   targets, weights = codec.encode(batch['keypoints'], batch['visibility'])
@@ -88,7 +96,8 @@ def train_step(state: TrainState, batch: dict, *, model, codec, tx,
     outputs, new_model_state = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=['batch_stats'])
-    return loss(outputs, targets, weights, codec.joint_losses), new_model_state
+    value = loss(stage_losses(codec, outputs, targets, weights))
+    return value, new_model_state
 
   (value, new_model_state), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
@@ -102,7 +111,7 @@ def train_step(state: TrainState, batch: dict, *, model, codec, tx,
   return new_state, metrics
 
 
-def jit_train_step(model, codec, tx, mesh, state, loss: losses.Loss = losses.Loss()):
+def jit_train_step(model, codec, tx, mesh, state, loss: losses.Loss):
   """The sharded, donating jit of `train_step` for this mesh."""
   step = functools.partial(train_step, model=model, codec=codec, tx=tx, loss=loss)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
@@ -113,7 +122,37 @@ def jit_train_step(model, codec, tx, mesh, state, loss: losses.Loss = losses.Los
       donate_argnums=(0,))
 
 
-def make_validation_loss_fn(model, codec, loss: losses.Loss = losses.Loss()):
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What updates the parameters: the state, the jitted step and its schedule."""
+
+  state: TrainState
+  step: Any  # jitted (state, TrainBatch) -> (state, metrics); donates state
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+
+
+def build_training(model, codec, loss: losses.Loss, mesh, optim_config, *,
+                   num_steps: int, input_size, seed: int = 0,
+                   start=None) -> Training:
+  """Optimiser, replicated train state and sharded jitted step, in one call.
+
+  `start`, if given, maps the initial variables (params and batch_stats) to
+  those training starts from, e.g. with an ImageNet backbone merged in.
+  """
+  tx, schedule = make_optimizer(optim_config, num_steps)
+  # XLA:CPU compiles the default threefry PRNG into a network's init very
+  # slowly; the RngBitGenerator-based 'rbg' compiles several times faster.
+  state = create_train_state(model, tx, jax.random.key(seed, impl='rbg'),
+                             tuple(input_size), mesh)
+  if start is not None:
+    state = state.replace(**jax.device_put(start(state.variables),
+                                           sharding.replicated(mesh)))
+  step = jit_train_step(model, codec, tx, mesh, state, loss)
+  return Training(state=state, step=step, schedule=schedule, tx=tx)
+
+
+def make_validation_loss_fn(model, codec, loss: losses.Loss):
   """(variables, images, keypoints, visibility, valid) -> (loss sum, count).
 
   The training loss in inference mode (BatchNorm running statistics), over
@@ -122,13 +161,13 @@ def make_validation_loss_fn(model, codec, loss: losses.Loss = losses.Loss()):
   (padding of a short last batch) count for nothing. Both are global sums
   over the mesh.
   """
-  every_keypoint = dataclasses.replace(loss, ohkm_topk=0)
+  every_keypoint = loss.every_keypoint()
 
   def loss_sum(variables, images, keypoints, visibility, valid):
     targets, weights = codec.encode(keypoints, visibility)
     outputs = model.apply(variables, common.model_inputs(model, images), train=False)
     weights = weights * valid[:, None].astype(weights.dtype)
-    total = images.shape[0] * every_keypoint(outputs, targets, weights,
-                                             codec.joint_losses)
+    total = images.shape[0] * every_keypoint(
+        stage_losses(codec, outputs, targets, weights))
     return total, valid.sum()
   return jax.jit(loss_sum)

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
+import ast
+import glob
 import os
 import re
 import subprocess
 import sys
 
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
 import pytest
 
 from posejax import config_lib
 from posejax import models
+import recipe_configs
 from recipe_configs import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Every recipe with each of its variants (without smoke).
-RECIPES = [
-    ('synthetic', ''), ('synthetic', 'simple_baseline'), ('synthetic', 'hourglass'),
-    ('synthetic', 'cpm'),
-    ('hrnet_coco', ''), ('hrnet_coco', 'w48,384x288,official'),
-    ('simple_baseline_coco', ''), ('simple_baseline_coco', 'r152,official'),
-    ('hourglass_mpii', ''), ('hourglass_mpii', 'hg2'),
-    ('cpm_fashionai', ''), ('cpm_fashionai', 'all'),
-    ('hourglass_facial_keypoints', ''),
-    ('hrnet_wflw', ''), ('hrnet_wflw', '300w'),
-]
+# Every recipe with every combination of its variants (without smoke).
+RECIPES = recipe_configs.recipes(every=True)
 
 
 def test_parse_variants_splits_and_checks():
@@ -51,19 +48,30 @@ def test_parse_variants_rejects_two_of_an_exclusive_group():
     config_lib.parse_variants('r50,official,r101', 'configs/x.py', choices, [depths])
 
 
-@pytest.mark.parametrize('name, arg, culprit', [
-    ('hrnet_coco', 'w64', 'w64'),
-    ('simple_baseline_coco', 'r50,r101', 'r101'),
-    ('synthetic', 'cpm,hourglass', 'hourglass'),
-    ('cpm_fashionai', 'dress,all', 'all'),
-    ('hrnet_wflw', 'wflw,300w', '300w'),
-    ('hourglass_mpii', 'hg8,hg2', 'hg2'),
-    ('hourglass_facial_keypoints', 'hg2', 'hg2'),
-])
+# An unknown variant of every recipe, and two of each exclusive group.
+BAD_VARIANTS = [(name, 'w64', 'w64') for name in recipe_configs.NAMES] + [
+    (name, f'{group[0]},{group[-1]}', group[-1]) for name in recipe_configs.NAMES
+    for group in recipe_configs.load_module(name).EXCLUSIVE]
+
+
+@pytest.mark.parametrize('name, arg, culprit', BAD_VARIANTS)
 def test_every_recipe_rejects_bad_variants_naming_its_file(name, arg, culprit):
   with pytest.raises(ValueError, match=culprit) as error:
     load_config(name, arg)
   assert f'configs/{name}.py' in str(error.value)
+
+
+@pytest.mark.parametrize('name', recipe_configs.NAMES)
+def test_every_recipe_states_its_variants(name):
+  module = recipe_configs.load_module(name)
+  assert isinstance(module.VARIANTS, tuple) and 'smoke' in module.VARIANTS
+  assert len(set(module.VARIANTS)) == len(module.VARIANTS)
+  for group in module.EXCLUSIVE:
+    assert set(group) <= set(module.VARIANTS) and len(group) > 1
+    # A group's first variant is the default: naming it changes nothing.
+    assert load_config(name, group[0]).to_dict() == load_config(name).to_dict()
+  for variant in module.VARIANTS:
+    load_config(name, variant)
 
 
 def test_steps_for_epochs_keeps_the_last_short_batch():
@@ -79,10 +87,196 @@ def test_steps_for_epochs_keeps_the_last_short_batch():
 def test_every_recipe_has_every_base_field(name, variant):
   base = config_lib.flatten(config_lib.base_config())
   config = config_lib.flatten(load_config(name, variant))
-  # The model section is the network's own; the rest starts from the base.
-  assert {k for k in base if not k.startswith('model.')} <= set(config)
-  assert {'model.name', 'model.dtype'} <= set(config)
+  # The model section adds the network's own fields to the base's.
+  assert set(base) <= set(config)
   assert config['model.name'] in models.NETWORKS
+
+
+# ------------------------------------------------ fields the code reads
+
+# Names that hold a run's config in posejax/, and the sections some
+# functions take alone (`input_config`, ...); `X.config` of these objects is
+# a run's config too.
+_CONFIG_NAMES = {'config': (), **{f'{s}_config': (s,) for s in config_lib.SECTIONS}}
+_HOLDERS = ('self', 'setup', 'values', 'FLAGS')
+_METHODS = frozenset(dir(ml_collections.ConfigDict))
+
+# `.get` reads of declared fields still to be replaced by attribute reads,
+# as (file, field); each entry must still be there, so that the list only
+# shrinks.
+_GET_READS_TO_REPLACE = {
+    ('posejax/experiment.py', 'eval.metric'),
+}
+
+
+def _field_path(node, aliases):
+  """('eval', 'boxes') for `config.eval.boxes`, `config.eval['boxes']`, an
+  alias of either, `config.eval.get('boxes')` or getattr; else None."""
+  if isinstance(node, ast.Name):
+    return aliases.get(node.id)
+  if isinstance(node, ast.Attribute):
+    path = _field_path(node.value, aliases)
+    if path is None:
+      holder = node.value.id if isinstance(node.value, ast.Name) else getattr(
+          node.value, 'attr', None)
+      return () if node.attr == 'config' and holder in _HOLDERS else None
+    return None if node.attr in _METHODS else path + (node.attr,)
+  if isinstance(node, ast.Subscript):
+    path = _field_path(node.value, aliases)
+    key = node.slice
+    if path is not None and isinstance(key, ast.Constant) and isinstance(key.value, str):
+      return path + (key.value,)
+    return None
+  if isinstance(node, ast.Call):
+    read = _call_read(node, aliases)
+    return read and read[0]
+  if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+    return _field_path(node.values[0], aliases)  # `config.x.get('y') or {}`
+  return None
+
+
+def _call_read(node, aliases):
+  """(path, with a default) of `X.get('f'[, d])` or `getattr(X, 'f'[, d])`."""
+  func, args = node.func, node.args
+  if isinstance(func, ast.Attribute) and func.attr == 'get':
+    target, key, default = func.value, args[:1], len(args) > 1
+  elif isinstance(func, ast.Name) and func.id == 'getattr':
+    target, key, default = (args[0] if args else None), args[1:2], len(args) > 2
+  else:
+    return None
+  if not (key and isinstance(key[0], ast.Constant) and isinstance(key[0].value, str)):
+    return None
+  path = _field_path(target, aliases)
+  return None if path is None else (path + (key[0].value,), default or True)
+
+
+def _scopes(tree):
+  """Module statements and each function or method (with what it nests)."""
+  for node in tree.body:
+    yield from (node.body if isinstance(node, ast.ClassDef) else [node])
+
+
+def config_reads(source: str):
+  """(line, 'a.b.c', how) of every config field a source reads or writes.
+
+  how is 'attr' (attribute or subscript) or 'get' (`.get` or getattr). In
+  each function, a name assigned a config field is its alias (`stopping =
+  config.train.early_stopping`), and a config name bound to anything else
+  is no config there (`config = dict(...)`).
+  """
+  reads = []
+  for scope in _scopes(ast.parse(source)):
+    nodes = list(ast.walk(scope))
+    aliases = dict(_CONFIG_NAMES)
+    for node in nodes:
+      if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for target in targets:
+          if isinstance(target, ast.Name):
+            path = _field_path(node.value, aliases)
+            if path is None:
+              aliases.pop(target.id, None)
+            else:
+              aliases[target.id] = path
+    bound = {id(t) for n in nodes if isinstance(n, (ast.Assign, ast.AnnAssign))
+             for t in (n.targets if isinstance(n, ast.Assign) else [n.target])}
+    for node in nodes:  # loop variables, `with ... as`, unpacking, walrus
+      if (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+          and id(node) not in bound):
+        aliases.pop(node.id, None)
+    for node in nodes:
+      if isinstance(node, ast.Call) and (read := _call_read(node, aliases)):
+        reads.append((node.lineno, '.'.join(read[0]), 'get'))
+      elif isinstance(node, (ast.Attribute, ast.Subscript)):
+        path = _field_path(node, aliases)
+        if path:
+          reads.append((node.lineno, '.'.join(path), 'attr'))
+  return sorted(reads)
+
+
+def _declared(path: str) -> bool:
+  """Whether base_config declares the field (or a field holding it)."""
+  node = config_lib.base_config()
+  for key in path.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return True  # an attribute of a declared value
+    if key not in node:
+      return False
+    node = node[key]
+  return True
+
+
+def _posejax_reads():
+  for path in sorted(glob.glob(os.path.join(REPO, 'posejax', '**', '*.py'),
+                               recursive=True)):
+    with open(path) as f:
+      source = f.read()
+    for line, field, how in config_reads(source):
+      yield os.path.relpath(path, REPO), line, field, how
+
+
+def test_every_config_field_the_code_reads_is_declared():
+  reads = list(_posejax_reads())
+  # The scan sees the reads it is meant for.
+  fields = {field for _, _, field, _ in reads}
+  assert {'input.crop', 'train.early_stopping.patience', 'eval.flip_shift',
+          'train.profile', 'loss.stage_weights'} <= fields
+  undeclared = [f'{file}:{line} {field}' for file, line, field, _ in reads
+                if not _declared(field)]
+  assert not undeclared, (
+      'Declare these in config_lib.base_config(): ' + ', '.join(undeclared))
+
+
+def test_declared_fields_are_read_as_attributes():
+  gets = {(file, field): line for file, line, field, how in _posejax_reads()
+          if how == 'get' and _declared(field)}
+  left = [f'{file}:{line} {field}' for (file, field), line in sorted(gets.items())
+          if (file, field) not in _GET_READS_TO_REPLACE]
+  assert not left, ('Read declared fields as config.<section>.<field>, not '
+                    'with .get (base_config holds the default): ' + ', '.join(left))
+  assert _GET_READS_TO_REPLACE <= set(gets), (
+      f'Replaced; drop from _GET_READS_TO_REPLACE: {_GET_READS_TO_REPLACE - set(gets)}')
+
+
+def test_the_scan_finds_undeclared_reads_and_gets():
+  source = """
+def f(config, input_config):
+  a = config.train.no_such_field
+  b = input_config.get('crop', 'centred')
+  stopping = config.train.early_stopping
+  c = stopping.no_such_patience + getattr(config.eval, 'flip_test', True)
+  d = config.model['no_such_key']
+  return config.to_dict(), config.train.get('no_such_get')
+
+def g(config):
+  config = dict(name='x')  # no run config here
+  return config.name
+"""
+  reads = config_reads(source)
+  assert [(f, how) for _, f, how in reads if not _declared(f)] == [
+      ('train.no_such_field', 'attr'), ('train.early_stopping.no_such_patience', 'attr'),
+      ('model.no_such_key', 'attr'), ('train.no_such_get', 'get')]
+  assert {(f, how) for _, f, how in reads if how == 'get'} == {
+      ('input.crop', 'get'), ('eval.flip_test', 'get'), ('train.no_such_get', 'get')}
+
+
+def test_optional_fields_take_overrides_on_the_command_line():
+  # As main.py defines the flag; the overrides are read from the argv given.
+  argv = ['posejax', f'--config={REPO}/configs/hrnet_coco.py:smoke',
+          '--config.train.profile=True', '--config.loss.stage_weights=(0.5,1.0)',
+          '--config.model.preset=w48']
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                  flag_values=values, sys_argv=argv)
+  values(argv)
+  config = values.config
+  assert config.train.profile is True
+  assert config.loss.stage_weights == (0.5, 1.0) and config.model.preset == 'w48'
+  # Unset, the optional fields are None: one weight a stage, the class's
+  # defaults.
+  base = config_lib.base_config()
+  assert (base.loss.stage_weights, base.model.preset, base.train.profile) == (
+      None, None, False)
 
 
 @pytest.mark.parametrize('name', sorted(models.NETWORKS))
@@ -131,13 +325,13 @@ def test_smoke_narrows_the_recipe_and_keeps_the_rest(name, variant):
 
 
 def test_smoke_inputs_are_those_the_recipes_were_tested_at():
-  sizes = {name: tuple(load_config(name, 'smoke').input.size) for name in (
-      'hrnet_coco', 'simple_baseline_coco', 'hourglass_mpii', 'cpm_fashionai',
-      'hourglass_facial_keypoints', 'hrnet_wflw')}
+  sizes = {name: tuple(load_config(name, 'smoke').input.size)
+           for name in recipe_configs.NAMES if name != 'synthetic'}
   assert sizes == {
       'hrnet_coco': (64, 48), 'simple_baseline_coco': (64, 64),
       'hourglass_mpii': (32, 32), 'cpm_fashionai': (32, 32),
-      'hourglass_facial_keypoints': (16, 16), 'hrnet_wflw': (32, 32)}
+      'hourglass_facial_keypoints': (16, 16), 'hrnet_wflw': (32, 32),
+      'fashionai_champion': (64, 64)}
 
 
 def test_synthetic_smoke_keeps_its_data_and_narrows_any_network():

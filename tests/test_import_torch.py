@@ -1,4 +1,4 @@
-"""Tests for posejax.import_torch (official PyTorch state dicts -> posejax)."""
+"""Tests for posejax.checkpoints.official (official PyTorch state dicts -> posejax)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from posejax import import_torch
+from posejax.checkpoints import layouts
+from posejax.checkpoints import official
 from posejax.models import hourglass
 from posejax.models import hrnet
 from posejax.models import simple_baseline
@@ -26,7 +27,7 @@ def w32_model():
 
 
 def test_official_hrnet_w32_layout_maps_every_key(w32_state_dict, w32_model):
-  variables = import_torch.variables_from_state_dict(
+  variables = official.variables_from_state_dict(
       w32_state_dict, 'hrnet', w32_model, (256, 192))
   flat = traverse_util.flatten_dict(variables)
   # Every entry but the num_batches_tracked buffers became a variable.
@@ -68,7 +69,7 @@ def test_official_layouts_map_every_key(listing, name, model, size, num_params):
   unused = {key for key, (_, _, kind)
             in reference_layouts.read_listing(listing).items()
             if kind == 'param_unused'}
-  variables = import_torch.variables_from_state_dict(
+  variables = official.variables_from_state_dict(
       state_dict, name, model, size)
   flat = traverse_util.flatten_dict(variables)
   consumed = [k for k in state_dict
@@ -86,7 +87,7 @@ def test_official_layouts_map_every_key(listing, name, model, size, num_params):
 
 def test_wrapper_prefix_is_stripped(w32_state_dict, w32_model):
   wrapped = {f'module.{k}': v for k, v in w32_state_dict.items()}
-  variables = import_torch.variables_from_state_dict(
+  variables = official.variables_from_state_dict(
       wrapped, 'hrnet', w32_model, (256, 192))
   np.testing.assert_array_equal(variables['params']['final_layer']['bias'],
                                 w32_state_dict['final_layer.bias'])
@@ -106,15 +107,15 @@ def test_bad_state_dict_names_the_key(w32_state_dict, w32_model, change,
   state_dict = dict(w32_state_dict)
   change(state_dict)
   with pytest.raises(ValueError) as info:
-    import_torch.variables_from_state_dict(state_dict, 'hrnet', w32_model,
-                                           (256, 192))
+    official.variables_from_state_dict(state_dict, 'hrnet', w32_model,
+                                       (256, 192))
   assert message in str(info.value)
 
 
 def test_unknown_model_is_a_clear_error(w32_model):
   with pytest.raises(ValueError, match='No PyTorch layout for model'):
-    import_torch.variables_from_state_dict({}, 'resnet9000', w32_model,
-                                           (256, 192))
+    official.variables_from_state_dict({}, 'resnet9000', w32_model,
+                                       (256, 192))
 
 
 def _state_dict_of(variables, layout) -> dict[str, np.ndarray]:
@@ -142,14 +143,14 @@ def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
   variables = jax.tree.map(
       lambda s: np.random.default_rng(1).standard_normal(s.shape).astype(
           np.float32), summary.abstract_variables(model, size))
-  state_dict = _state_dict_of(variables, import_torch.LAYOUTS['hrnet'])
+  state_dict = _state_dict_of(variables, layouts.LAYOUTS['hrnet'])
   path = tmp_path / 'official.pth'
   # As the official repositories save them: tensors, one wrapper prefix.
   torch.save({'state_dict': {f'module.{k}': torch.from_numpy(v)
                              for k, v in state_dict.items()}}, path)
 
   workdir = tmp_path / 'run'
-  import_torch.import_checkpoint(config, str(path), str(workdir))
+  official.import_checkpoint(config, str(path), str(workdir))
   loaded, step = experiment.load_variables(str(workdir))
   assert step == 0
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
@@ -165,4 +166,4 @@ def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
   jax.tree.map(np.testing.assert_array_equal, state.params, variables['params'])
 
   with pytest.raises(FileExistsError, match='already holds checkpoints'):
-    import_torch.import_checkpoint(config, str(path), str(workdir))
+    official.import_checkpoint(config, str(path), str(workdir))

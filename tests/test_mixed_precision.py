@@ -23,6 +23,7 @@ def _convolution_dtypes(jaxpr):
 @pytest.mark.parametrize('variant', ['smoke', 'smoke,hourglass', 'smoke,simple_baseline'])
 def test_a_bfloat16_step_matches_float32(smoke_config, variant):
   from posejax import codecs
+  from posejax import losses
   from posejax import models
   from posejax import sharding
   from posejax import train_step
@@ -40,16 +41,17 @@ def test_a_bfloat16_step_matches_float32(smoke_config, variant):
   results = {}
   for dtype in ('float32', 'bfloat16'):
     model = models.build_model({**config.model, 'dtype': dtype}, 17)
-    tx, _ = train_step.make_optimizer(config.optim, 10)
-    state = train_step.create_train_state(model, tx, jax.random.key(0), size, mesh)
+    training = train_step.build_training(
+        model, codec, losses.loss_from_config(config.loss), mesh, config.optim,
+        num_steps=10, input_size=size)
+    state = training.state
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
         state.variables, jnp.zeros((1, *size, 3)))
     # Every convolution computes in the chosen dtype; the heatmaps come out
     # float32 (posejax/models).
     assert set(_convolution_dtypes(jaxpr.jaxpr)) == {jnp.dtype(dtype)}
     assert jaxpr.out_avals[-1].dtype == jnp.float32
-    step = train_step.jit_train_step(model, codec, tx, mesh, state)
-    state, metrics = step(state, jax.device_put(batch, sharding.data_sharding(mesh)))
+    state, metrics = training.step(state, jax.device_put(batch, sharding.data_sharding(mesh)))
     # ... and keeps parameters, optimizer state and BatchNorm statistics in float32.
     for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats)):
       if jnp.issubdtype(leaf.dtype, jnp.floating):

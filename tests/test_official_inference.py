@@ -121,9 +121,9 @@ def _posejax_predictions(output, output_flipped, centers, scales):
   codec = codecs.codec_from_config(config)
   heatmaps = jnp.asarray(output.transpose(0, 2, 3, 1))
   if output_flipped is not None:
-    heatmaps = codecs.merge_flipped(
+    heatmaps = codec.merge_flipped(
         heatmaps, jnp.asarray(output_flipped.transpose(0, 2, 3, 1)),
-        SPEC.flip_index, config.eval.flip_shift)
+        SPEC.flip_index)
   keypoints, scores = codec.decode(heatmaps)
   # posejax's scale is the crop size in pixels, the official one in 200s.
   image = geometry.input_to_image(np.asarray(keypoints), centers, scales * 200.0,

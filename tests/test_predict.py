@@ -18,7 +18,7 @@ def run(smoke_config, smoke_builder, smoke_data_dir, tmp_path_factory):
   """A smoke run directory with a step-0 checkpoint of random weights."""
   import reference_layouts
   from posejax import experiment
-  from posejax import import_torch
+  from posejax.checkpoints import official
   config = smoke_config('smoke')
   config.dataset.data_dir = smoke_data_dir
   setup = experiment.Setup(config)
@@ -26,17 +26,17 @@ def run(smoke_config, smoke_builder, smoke_data_dir, tmp_path_factory):
                             np.zeros((1, *config.input.size, 3), np.float32))
   variables = reference_layouts.random_variables(abstract, seed=0)
   workdir = str(tmp_path_factory.mktemp('predict_run'))
-  import_torch.write_checkpoint(config, variables, workdir)
+  official.write_checkpoint(config, variables, workdir)
   return config, setup, variables, workdir
 
 
 def test_predictor_gives_the_evaluation_keypoints_for_the_same_crops(run):
-  from posejax import evaluate
-  from posejax import predict
+  from posejax.evaluation import predict_split
+  from posejax.inference import predictor as predictor_lib
   config, setup, variables, workdir = run
-  predictions, crops, _ = evaluate.predict_split(setup, variables, keep_images=1000)
+  predictions, crops, _ = predict_split.predict_split(setup, variables, keep_images=1000)
   assert len(crops) == len(predictions) > 8  # every crop, over several batches
-  predictor = predict.Predictor.from_workdir(config, workdir, batch_size=8)
+  predictor = predictor_lib.Predictor.from_workdir(config, workdir, batch_size=8)
   keypoints, scores, stages = predictor.predict_crops(crops)
   np.testing.assert_allclose(keypoints, predictions.keypoints_input, atol=1e-4)
   np.testing.assert_allclose(scores, predictions.scores, atol=1e-5)
@@ -47,10 +47,10 @@ def test_predictor_crops_whole_images_as_the_pipeline_does(run, smoke_builder):
   """The numpy crop of a box equals the tf.data crop, and maps back alike."""
   import tensorflow as tf
   import tensorflow_datasets as tfds
-  from posejax import predict
   from posejax.data import pipeline
+  from posejax.inference import predictor as predictor_lib
   config, setup, _, workdir = run
-  predictor = predict.Predictor.from_workdir(config, workdir)
+  predictor = predictor_lib.Predictor.from_workdir(config, workdir)
   records = smoke_builder.as_dataset(split='validation', shuffle_files=False,
                                      decoders={'image': tfds.decode.SkipDecoding()})
   record = next(iter(records.as_numpy_iterator()))
@@ -188,7 +188,7 @@ def _drawn_person(height):
 
 def test_hog_finds_a_drawn_person(run, tmp_path):
   """OpenCV's detector boxes the figure, and the CLI predicts inside the box."""
-  from posejax import media
+  from posejax.inference import media
   image = _drawn_person(400)
   boxes = media.hog_people(image)
   assert boxes.shape == (1, 4), boxes
@@ -215,8 +215,8 @@ def test_hog_boxes_keep_one_pose_per_person(run, tmp_path, monkeypatch):
   Fixed windows stand in for the detector's output, so that the merge is
   tested on known overlaps.
   """
-  from posejax import media
   from posejax import predict
+  from posejax.inference import media
   config, _, _, workdir = run
   predictor = predict.Predictor.from_workdir(config, workdir)
   cli = predict._Run(predictor, 'hog', str(tmp_path), heatmaps=False)
@@ -235,8 +235,8 @@ def test_hog_boxes_keep_one_pose_per_person(run, tmp_path, monkeypatch):
 
 def test_hog_without_the_detector_is_one_message(run, tmp_path, monkeypatch):
   """OpenCV 5 without its contrib modules has no HOG detector."""
-  from posejax import media
   from posejax import predict
+  from posejax.inference import media
   config, _, _, workdir = run
   monkeypatch.delattr(cv2, 'HOGDescriptor', raising=False)
   media.hog_detector.cache_clear()

@@ -12,9 +12,9 @@ import pytest
 
 import dataset_fixtures
 import reference_layouts
-from posejax import import_torch
 from posejax import models
-from posejax import pretrained
+from posejax.checkpoints import imagenet
+from posejax.checkpoints import layouts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,7 @@ def test_every_tensor_of_the_imagenet_layout_is_loaded_or_named(
     listing, name, preset, keypoints, size):
   state_dict = reference_layouts.random_state_dict(listing)
   model = _model(name, preset, keypoints)
-  loaded = pretrained.backbone_variables(state_dict, name, model, size)
+  loaded = imagenet.backbone_variables(state_dict, name, model, size)
   # Nothing silently skipped: loaded and ignored are the whole file.
   assert sorted(loaded.loaded + loaded.ignored) == sorted(state_dict)
   assert not set(loaded.loaded) & set(loaded.ignored)
@@ -68,45 +68,45 @@ def test_wrong_checkpoints_stop_with_the_keys():
   w48 = _model('hrnet', 'w48')
   # Another width: the mis-shaped keys are named.
   with pytest.raises(ValueError, match=r'mis-shaped keys.*conv1\.weight|stage2'):
-    pretrained.backbone_variables(
+    imagenet.backbone_variables(
         reference_layouts.random_state_dict('hrnet_w32_imagenet_official'), 'hrnet',
         w48, size)
   # Another architecture.
   with pytest.raises(ValueError, match=r'missing keys: .*stage2\.0\.branches'):
-    pretrained.backbone_variables(
+    imagenet.backbone_variables(
         reference_layouts.random_state_dict('resnet50_imagenet_torchvision'), 'hrnet',
         w48, size)
   # A pose checkpoint given as a backbone.
   w32 = _model('hrnet', 'w32')
   with pytest.raises(ValueError, match=r'no classifier\.weight.*import_torch'):
-    pretrained.backbone_variables(
+    imagenet.backbone_variables(
         reference_layouts.random_state_dict('hrnet_w32_official'), 'hrnet', w32, size)
   # A network without an ImageNet layout.
   with pytest.raises(ValueError, match='no ImageNet backbone layout'):
-    pretrained.backbone_variables({}, 'hourglass', _model('hourglass', 'hg2', 16),
+    imagenet.backbone_variables({}, 'hourglass', _model('hourglass', 'hg2', 16),
                                   (256, 256))
 
 
 def test_files_npz_safetensors_truncated_and_missing(tmp_path):
   state_dict = reference_layouts.random_state_dict('resnet50_imagenet_torchvision')
   np.savez(tmp_path / 'r50.npz', **state_dict)
-  read = pretrained.read_state_dict(str(tmp_path / 'r50.npz'))
+  read = imagenet.read_state_dict(str(tmp_path / 'r50.npz'))
   assert read.keys() == state_dict.keys()
   np.testing.assert_array_equal(read['layer4.2.conv3.weight'],
                                 state_dict['layer4.2.conv3.weight'])
   safetensors_numpy = pytest.importorskip('safetensors.numpy')
   safetensors_numpy.save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()},
                               str(tmp_path / 'r50.safetensors'))
-  read = pretrained.read_state_dict(str(tmp_path / 'r50.safetensors'))
+  read = imagenet.read_state_dict(str(tmp_path / 'r50.safetensors'))
   np.testing.assert_array_equal(read['fc.weight'], state_dict['fc.weight'])
   # Truncated.
   data = (tmp_path / 'r50.npz').read_bytes()
   (tmp_path / 'cut.npz').write_bytes(data[:len(data) // 2])
   with pytest.raises(ValueError, match='cannot read'):
-    pretrained.read_state_dict(str(tmp_path / 'cut.npz'))
+    imagenet.read_state_dict(str(tmp_path / 'cut.npz'))
   # Missing: the path and where the weights are published.
   with pytest.raises(FileNotFoundError, match=r'nope\.pth.*torchvision.*pretrained=\'\''):
-    pretrained.read_state_dict(str(tmp_path / 'nope.pth'), 'simple_baseline')
+    imagenet.read_state_dict(str(tmp_path / 'nope.pth'), 'simple_baseline')
 
 
 def test_convert_command_writes_what_the_loader_reads(tmp_path):
@@ -120,7 +120,7 @@ def test_convert_command_writes_what_the_loader_reads(tmp_path):
          f'--output={tmp_path}/{output}'], cwd=REPO, capture_output=True, text=True,
         timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    read = pretrained.read_state_dict(str(tmp_path / output))
+    read = imagenet.read_state_dict(str(tmp_path / output))
     assert read.keys() == state_dict.keys()
     np.testing.assert_array_equal(read['layer1.0.conv1.weight'],
                                   state_dict['layer1.0.conv1.weight'])
@@ -132,7 +132,7 @@ def _smoke_imagenet_state_dict(config, seed=0):
   abstract = traverse_util.flatten_dict(
       jax.eval_shape(model.init, jax.random.key(0),
                      jax.ShapeDtypeStruct((1, *config.input.size, 3), np.float32)))
-  layout = import_torch.LAYOUTS[config.model.name]
+  layout = layouts.LAYOUTS[config.model.name]
   rng = np.random.default_rng(seed)
   state_dict = {}
   for path, leaf in abstract.items():

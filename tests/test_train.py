@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SHARDED_STEP = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, ml_collections
-    from posejax import codecs, models, sharding, train_step
+    from posejax import codecs, losses, models, sharding, train_step
     assert len(jax.devices()) == 8, jax.devices()
     model = models.build_model(ml_collections.ConfigDict(dict(
         name='hrnet', dtype='float32', stem_width=8, stage1_blocks=1,
@@ -30,9 +30,9 @@ _SHARDED_STEP = textwrap.dedent("""
 
     def run(n_devices):
       mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=n_devices)))
-      tx, _ = train_step.make_optimizer(optim, 10)
-      state = train_step.create_train_state(model, tx, jax.random.key(0, impl='rbg'), (32, 24), mesh)
-      step = train_step.jit_train_step(model, codec, tx, mesh, state)
+      training = train_step.build_training(model, codec, losses.Loss(), mesh, optim,
+                                           num_steps=10, input_size=(32, 24))
+      state, step = training.state, training.step
       losses = []
       for b in batches:
         global_b = sharding.global_batch(b, mesh)
@@ -179,19 +179,15 @@ def test_every_network_trains_from_its_config(
   import numpy as np
   from posejax import experiment
   from posejax import sharding
-  from posejax import train_step
   from posejax.data import pipeline
   # The variant's network and codec at its smoke width, on the smoke data.
   config = smoke_config(f'{variant},smoke')
   config.dataset.data_dir = smoke_data_dir
   config.model.update(stages)
   setup = experiment.Setup(config)  # what main.py builds, with the same checks
-  tx, _ = train_step.make_optimizer(config.optim, config.train.num_steps)
-  state = train_step.create_train_state(
-      setup.model, tx, jax.random.key(0, impl='rbg'), tuple(config.input.size),
-      setup.mesh)
+  training = setup.build_training()
+  state, step = training.state, training.step
   initial = jax.device_get(state.params)
-  step = train_step.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state)
   batches = pipeline.train_dataset(setup.builder, config).as_numpy_iterator()
   for _ in range(2):
     state, metrics = step(state, sharding.global_batch(next(batches), setup.mesh))
@@ -208,26 +204,54 @@ def test_every_codec_trains_and_evaluates(variant, smoke_config, smoke_data_dir,
   through training steps and the evaluation (flip test included)."""
   import jax
   import numpy as np
-  from posejax import evaluate
   from posejax import experiment
-  from posejax import losses
   from posejax import sharding
-  from posejax import train_step
   from posejax.data import pipeline
+  from posejax.evaluation import evaluator
   config = smoke_config(f'{variant},smoke')
   config.dataset.data_dir = smoke_data_dir
   setup = experiment.Setup(config)
-  tx, _ = train_step.make_optimizer(config.optim, config.train.num_steps)
-  state = train_step.create_train_state(
-      setup.model, tx, jax.random.key(0, impl='rbg'), tuple(config.input.size),
-      setup.mesh)
-  loss = losses.loss_from_config(config.loss)
-  assert loss.ohkm_topk == (8 if 'ohkm' in variant else 0)
-  step = train_step.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state, loss)
+  assert setup.loss.ohkm_topk == (8 if 'ohkm' in variant else 0)
+  training = setup.build_training()
+  state, step = training.state, training.step
   batches = pipeline.train_dataset(setup.builder, config).as_numpy_iterator()
   for _ in range(2):
     state, metrics = step(state, sharding.global_batch(next(batches), setup.mesh))
   assert np.isfinite(float(metrics['loss'])) and float(metrics['loss']) > 0
-  metrics = evaluate.evaluate(setup, state.variables, str(tmp_path), 2)
+  metrics = evaluator.evaluate(setup, state.variables, str(tmp_path), 2)
   assert 0 <= metrics['PCK@0.1'] <= 1
   assert (tmp_path / 'eval' / 'step_2' / 'stages.png').exists()
+
+
+def test_periodic_evaluations_compile_their_functions_once(
+    smoke_config, smoke_data_dir, tmp_path):
+  """Three evaluations and three validation losses in one run: one compile
+  each of the eval prediction and of the validation loss."""
+  import logging
+  import jax
+  from posejax import train
+  config = smoke_config('smoke')
+  config.dataset.data_dir = smoke_data_dir
+  config.train.eval_every_steps = 2
+  config.train.early_stopping.update(every_steps=2, patience=100)
+  compiled = []
+
+  class Compiles(logging.Handler):
+    def emit(self, record):
+      message = record.getMessage()
+      if message.startswith('Compiling jit('):
+        compiled.append(message[len('Compiling jit('):].split(')')[0])
+
+  handler = Compiles()
+  logging.getLogger('jax').addHandler(handler)
+  jax.config.update('jax_log_compiles', True)
+  try:
+    train.train_and_evaluate(config, str(tmp_path))
+  finally:
+    jax.config.update('jax_log_compiles', False)
+    logging.getLogger('jax').removeHandler(handler)
+  # Evaluated at steps 2 and 4, then the kept best state; measured at 2, 4, 6.
+  assert sorted(os.listdir(tmp_path / 'eval')) == ['step_2', 'step_4', 'step_6']
+  assert compiled.count('predict') == 1, compiled
+  assert compiled.count('loss_sum') == 1, compiled
+  assert compiled.count('train_step') == 1, compiled

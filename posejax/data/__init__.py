@@ -45,7 +45,7 @@ BUILDERS = {
 def _builder_config(dataset_config):
   """The config name (or, for generated COCO data, config object) to build."""
   cls = BUILDERS[dataset_config.name]
-  name = dataset_config.get('config') or cls.BUILDER_CONFIGS[0].name
+  name = dataset_config.config or cls.BUILDER_CONFIGS[0].name
   known = [c.name for c in cls.BUILDER_CONFIGS]
   if dataset_config.name == 'coco_keypoints' and name == 'synthetic':
     config = coco_keypoints.synthetic_config(**dataset_config.synthetic)
@@ -97,7 +97,7 @@ def missing_data(builder: tfds.core.DatasetBuilder, dataset_config) -> str | Non
   """Why `builder`'s records cannot be built, or None if they can (or are)."""
   if builder.is_prepared() or not _needs_manual_dir(builder):
     return None
-  manual_dir = dataset_config.get('manual_dir')
+  manual_dir = dataset_config.manual_dir
   if manual_dir and os.path.isdir(os.path.expanduser(manual_dir)):
     return None
   return (f'{dataset_config.name}/{builder.builder_config.name} is not built in '
@@ -110,7 +110,7 @@ def prepare_records(builder: tfds.core.DatasetBuilder, dataset_config) -> None:
   """Builds the records from manual_dir (or generates them) if not built yet."""
   if builder.is_prepared():
     return
-  manual_dir = dataset_config.get('manual_dir')
+  manual_dir = dataset_config.manual_dir
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
   builder.download_and_prepare(download_config=download_config)

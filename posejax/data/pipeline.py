@@ -293,7 +293,7 @@ def _crop_geometry(bbox, keypoints, visibility, seed, *, config, spec, train: bo
   else:
     rotation, flip = tf.constant(0.0), tf.constant(False)
   matrix = crop_matrix(center, scale, rotation, input_size, flip,
-                       config.input.get('crop', 'centred'))
+                       config.input.crop)
   keypoints = transform_points(keypoints, matrix)
   flip_index = tf.constant(spec.flip_index)
   keypoints = tf.where(flip, tf.gather(keypoints, flip_index), keypoints)
@@ -309,7 +309,7 @@ def _make_example(instance, seed, config, spec, train: bool, eval_extras=()):
   if image.dtype == tf.string and not train:
     image = _decode(image)
   bbox = instance['bbox']
-  if config.input.get('crop', 'centred') == 'official' and 'box_score' not in instance:
+  if config.input.crop == 'official' and 'box_score' not in instance:
     # An annotated box (not a detection), as the official loader cleans it.
     size = tf.cast(_image_shape(image), tf.float32)
     bbox = geometry.clip_box_official(tf.cast(bbox, tf.float32), size[1], size[0],
@@ -396,7 +396,7 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   if num_instances == 0:
     raise ValueError(f'No person instances with keypoints in split {split!r}.')
   records = _records(builder, split)
-  if config.input.get('cache_decoded_images', False):
+  if config.input.cache_decoded_images:
     # Each image is decoded once instead of once per instance and epoch; the
     # cache holds the split's images decoded (uint8) in host memory, and its
     # instances, which share their image's buffer, so that later epochs

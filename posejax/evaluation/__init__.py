@@ -1,12 +1,19 @@
-"""Metrics, one family per module, and the scorers `evaluate` picks from.
+"""Evaluation in one home: prediction over a split, post-processing, metrics.
 
-`coco` (OKS AP via pycocotools, rescoring, OKS-NMS), `pck` (generic PCK),
-`mpii` (PCKh), `fashionai` (NE), `faces` (NME, failure rate, CED AUC, Kaggle
-RMSE); `detections` reads person-detection files; `predictions` holds the
-`Predictions` every scorer takes.
+The run's path: `predict_split` (the jitted prediction over the eval split's
+crops, in batches, gathered over processes) -> `postprocess` (instance
+rescoring, OKS-NMS) -> a scorer of `METRICS` -> `evaluator` (the files and
+pictures of `<workdir>/eval/step_<N>/`; one `Evaluator` per run).
+`ground_truth` reads the split's annotations for pycocotools; `detections`
+reads person-detection files; `predictions` holds the `Predictions` every
+scorer takes. The metric families, one a module: `coco` (OKS AP via
+pycocotools, rescoring, OKS-NMS), `pck` (generic PCK), `mpii` (PCKh),
+`fashionai` (NE), `faces` (NME, failure rate, CED AUC, Kaggle RMSE).
+This package's __init__ imports no TensorFlow; `evaluator`,
+`predict_split` and `ground_truth` read the records and do.
 
 A scorer is `score(predictions, spec, ground_truth) -> {name: float}`:
-`predictions` a `Predictions` after `evaluate.postprocess`, `spec` the
+`predictions` a `Predictions` after `postprocess.postprocess`, `spec` the
 dataset's `KeypointSpec`, and `ground_truth()` the eval split's annotations as
 a COCO dict, read only by scorers that need more than the predicted
 instances' own ground truth (COCO AP counts missed people). The flat dict goes

@@ -24,12 +24,12 @@ def detection_file(config) -> str | None:
   the path of a COCO detection results file; a relative path is taken
   relative to `dataset.manual_dir`, where the recipes expect it.
   """
-  boxes = config.eval.get('boxes', 'ground_truth') or 'ground_truth'
+  boxes = config.eval.boxes or 'ground_truth'
   if boxes == 'ground_truth':
     return None
   path = os.path.expanduser(boxes)
   if not os.path.isabs(path):
-    path = os.path.join(os.path.expanduser(config.dataset.get('manual_dir') or ''), path)
+    path = os.path.join(os.path.expanduser(config.dataset.manual_dir), path)
   return path
 
 

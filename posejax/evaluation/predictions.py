@@ -32,7 +32,7 @@ class Predictions:
   # Whether each row is an annotated object (its ground truth is the row's own)
   # or a person detection (scored against every annotation by the COCO metric).
   ground_truth_boxes: bool = True
-  # (N,) box score x mean keypoint score above 0.2 (`evaluate.postprocess`).
+  # (N,) box score x mean keypoint score above 0.2 (`postprocess.postprocess`).
   instance_score: np.ndarray | None = None
   # Dataset-specific per-instance fields, those its builder names in
   # EVAL_EXTRAS: `head_box` (MPII), `category` (FashionAI), `attributes` (WFLW).

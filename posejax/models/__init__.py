@@ -8,8 +8,8 @@ posejax/codecs.py).
 Adding a network: its module (a Linen class with a `num_keypoints` field and
 a `dtype`, returning the list above) and one `NETWORKS` entry; `build_model`,
 the summary, the benchmark and every recipe's `smoke` variant read it from
-there. To import its PyTorch checkpoints, add its layout to
-posejax/import_torch.py (and to posejax/pretrained.py to start it from an
+there. To import its PyTorch checkpoints, add its layout to `LAYOUTS` of
+posejax/checkpoints/layouts.py (and to `BACKBONES` there to start it from an
 ImageNet network).
 """
 
@@ -90,7 +90,7 @@ DTYPES = {
 }
 
 # Config keys that are no constructor fields: build_model's own, and the
-# backbone checkpoint a run starts from (posejax/pretrained.py).
+# backbone checkpoint a run starts from (posejax/checkpoints/imagenet.py).
 _RESERVED = ('name', 'dtype', 'preset', 'pretrained')
 
 

@@ -14,8 +14,8 @@ The write-up gives no layer table; this module's reading of it:
 
   encoder   ResNet-50 layout, named as torchvision's (`conv1`, `bn1`,
             `layer1_0` ...), so that an ImageNet ResNet-50 initialises it
-            (posejax/pretrained.py): stem (7x7 stride 2, max pool) to 1/4,
-            `layer1` at 1/4, `layer2` to 1/8, then `layer3` and `layer4`
+            (posejax/checkpoints/imagenet.py): stem (7x7 stride 2, max pool)
+            to 1/4, `layer1` at 1/4, `layer2` to 1/8, then `layer3` and `layer4`
             at stride 1 with their 3x3 convs dilated 2 and 4, staying at 1/8.
             `layer4_planes` (default 128, a quarter of ResNet-50's 512) is the
             channel reduction; `layer4` keeps its initialisation in an

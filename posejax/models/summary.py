@@ -26,12 +26,12 @@ import dataclasses
 import functools
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posejax import command
 from posejax import models
 
 # For a name that is not in `models.NETWORKS` (building it then fails with
@@ -202,14 +202,11 @@ def define_flags() -> None:
       'of the HLO before optimisation (seconds); none: skip.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  values = flags.FLAGS
+def main(values):
   try:
     input_size = parse_input_size(values.input) if values.input else None
   except ValueError as e:
-    raise SystemExit(f'posejax.models.summary: --input: {e}') from None
+    raise ValueError(f'--input: {e}') from None
   specs = [values.model] if values.model else registered_specs()
   print(f'backend: {jax.default_backend()}; FLOPs: {values.flops}', flush=True)
   print(table_header(), flush=True)
@@ -218,7 +215,7 @@ def main(argv):
     try:
       summary = summarize(spec, input_size, values.keypoints, values.flops)
     except ValueError as e:  # Unknown name/preset, bad size: say which.
-      raise SystemExit(f'posejax.models.summary: {spec}: {e}') from None
+      raise ValueError(f'{spec}: {e}') from None
     rows.append(summary)
     print(table_row(summary), flush=True)
   if len(rows) == 1:
@@ -228,4 +225,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  command.run(main, prefix='posejax.models.summary', huge_pages=False)

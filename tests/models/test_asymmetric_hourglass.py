@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posejax import models
-from posejax import pretrained
+from posejax.checkpoints import imagenet
 
 
 def _abstract(model, size=(256, 256)):
@@ -59,8 +59,8 @@ def test_the_encoder_starts_from_an_imagenet_resnet50():
   import reference_layouts
   state_dict = reference_layouts.random_state_dict('resnet50_imagenet_torchvision')
   model = models.build_model(dict(name='asymmetric_hourglass', preset='r50_3stack'), 72)
-  loaded = pretrained.backbone_variables(state_dict, 'asymmetric_hourglass', model,
-                                         (256, 256))
+  loaded = imagenet.backbone_variables(state_dict, 'asymmetric_hourglass', model,
+                                       (256, 256))
   assert sorted(loaded.loaded + loaded.ignored) == sorted(state_dict)
   # conv1 .. layer3 load; layer4 (narrower here) and fc are named as ignored.
   assert {k.split('.')[0] for k in loaded.loaded} == {'conv1', 'bn1', 'layer1',

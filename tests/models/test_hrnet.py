@@ -323,7 +323,8 @@ def test_models_import_without_tensorflow():
   # Everything a GPU benchmark or a checkpoint import needs stays TF-free.
   code = ('import sys, posejax.models, posejax.codecs, posejax.losses, '
           'posejax.train_step, posejax.predict, posejax.benchmark, '
-          'posejax.import_torch, posejax.experiment, posejax.geometry, '
+          'posejax.checkpoints.official, posejax.checkpoints.imagenet, '
+          'posejax.experiment, posejax.geometry, '
           'posejax.models.summary; '
           'assert "tensorflow" not in sys.modules, "tensorflow imported"')
   subprocess.run([sys.executable, '-c', code], check=True)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from posejax import pretrained
+from posejax.checkpoints import imagenet
 from posejax.models import hrnet
 from posejax.models import simple_baseline
 
@@ -41,9 +41,9 @@ def _check(model, module, name, key_fn, axes_fn, head_prefixes, classifier, size
                             np.zeros((1, *size, 3), np.float32))
   initial = resnet_reference._random_flax_variables(abstract, seed=6)
   state_dict = _classification_state_dict(module, head_prefixes, classifier)
-  loaded = pretrained.backbone_variables(state_dict, name, model, size)
+  loaded = imagenet.backbone_variables(state_dict, name, model, size)
   assert set(classifier) <= set(loaded.ignored)
-  variables = pretrained.with_backbone(initial, loaded)
+  variables = imagenet.with_backbone(initial, loaded)
   # The pose head keeps its initialisation.
   head_modules = [k for k in variables['params']
                   if k.startswith(tuple(p.rstrip('.') for p in head_prefixes))]

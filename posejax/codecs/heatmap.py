@@ -1,4 +1,4 @@
-"""Keypoints <-> heatmaps: Gaussian rendering, decoding and flipping, in jnp.
+"""Gaussian heatmaps: grids, rendering, decoding (quarter, official, DARK), flips.
 
 Coordinates follow docs/conventions.md: (x, y), 0-based, the centre of the
 top-left pixel is (0, 0), in input-image pixels. A heatmap of stride `s`
@@ -41,8 +41,9 @@ so that, as on the centred grid, a mirrored heatmap is exactly the heatmap
 of the mirrored input; its targets are rendered at the exact sub-pixel
 position and decoded with `refine='dark'` (`config_lib.udp`).
 
-Everything here is pure jnp and runs inside the jitted train/predict steps: the
-host ships coordinates, never maps.
+The codec (`HeatmapCodec`, codec.name='heatmap') scores each stage with the
+masked heatmap MSE of `posejax.losses`; the grids and flips here also serve
+the offset-voting codec (posejax/codecs/offsets.py).
 """
 
 from __future__ import annotations
@@ -52,19 +53,22 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from posejax import losses
+from posejax.codecs import base
 
 
 GRIDS = ('centred', 'official', 'udp')
 REFINES = ('quarter', 'official', 'dark')
 
 
+def check_grid(grid: str) -> str:
+  return base.check_choice('codec.grid', grid, GRIDS)
+
+
 def _grid(stride: int, grid: str, heatmap_size=None):
   """(input units per heatmap pixel, input position of heatmap pixel 0)."""
-  if grid not in GRIDS:
-    raise ValueError(f'codec.grid must be one of {GRIDS}, got {grid!r}.')
+  check_grid(grid)
   if grid == 'udp':
     # Pixel spacings: heatmap pixel 0 and the last sit on input pixel 0 and
     # the last, per axis (x, y).
@@ -74,6 +78,11 @@ def _grid(stride: int, grid: str, heatmap_size=None):
     return (jnp.asarray([(w * stride - 1) / max(w - 1, 1),
                          (h * stride - 1) / max(h - 1, 1)], jnp.float32), 0.0)
   return stride, ((stride - 1) / 2 if grid == 'centred' else 0.0)
+
+
+def heatmap_spacing(stride: int, grid: str = 'centred', heatmap_size=None) -> float:
+  """Input pixels between neighbouring heatmap pixels (the larger axis's)."""
+  return float(np.max(_grid(stride, grid, heatmap_size)[0]))
 
 
 def input_to_heatmap(xy: jax.Array, stride: int, grid: str = 'centred',
@@ -89,7 +98,7 @@ def heatmap_to_input(xy: jax.Array, stride: int, grid: str = 'centred',
   return xy * scale + offset
 
 
-def _on_map(keypoints, visibility, heatmap_size, stride, grid):
+def keypoints_on_map(keypoints, visibility, heatmap_size, stride, grid):
   """Keypoints in heatmap pixels (x, y) and their target weights (..., K).
 
   A keypoint gets weight 0 when it is not labelled or its centre falls off
@@ -127,7 +136,8 @@ def render_heatmaps(
     peak could not be decoded); its map is then all zeros.
   """
   height, width = heatmap_size
-  cx, cy, weight = _on_map(keypoints, visibility, heatmap_size, stride, grid)
+  cx, cy, weight = keypoints_on_map(keypoints, visibility, heatmap_size,
+                                    stride, grid)
   # The Gaussian is separable: two 1-D profiles and an outer product are far
   # cheaper than evaluating exp on the full H x W grid per joint.
   xs = jnp.arange(width, dtype=jnp.float32)
@@ -176,8 +186,7 @@ def decode_heatmaps(
   if refine == 'dark':
     xy = refine_dark(heatmaps, jnp.stack([x, y], -1).astype(jnp.float32), sigma)
     return heatmap_to_input(xy, stride, grid, (height, width)), score
-  if refine not in REFINES:
-    raise ValueError(f'codec.refine must be one of {REFINES}, got {refine!r}.')
+  base.check_choice('codec.refine', refine, REFINES)
   if refine == 'official':
     x = jnp.where(score > 0, x, 0)
     y = jnp.where(score > 0, y, 0)
@@ -282,236 +291,62 @@ def merge_flipped(heatmaps: jax.Array, of_flipped: jax.Array, flip_index,
   return 0.5 * (heatmaps + back)
 
 
-def flip_keypoints(keypoints, visibility, width: int, flip_index):
-  """Mirrors keypoints in an image of `width` pixels and swaps pairs."""
-  flip_index = np.asarray(flip_index)
-  x = (width - 1) - keypoints[..., 0]
-  flipped = jnp.stack([x, keypoints[..., 1]], axis=-1)
-  return flipped[..., flip_index, :], visibility[..., flip_index]
-
-
 @dataclasses.dataclass(frozen=True)
-class HeatmapCodec:
-  """Encodes keypoints into Gaussian heatmaps and decodes them back."""
+class HeatmapCodec(base.Codec):
+  """One unnormalised Gaussian (peak 1) per keypoint, masked MSE, argmax."""
 
   input_size: tuple[int, int]  # (height, width) of the network input
   stride: int = 4
   sigma: float = 2.0
   refine: str = 'quarter'  # sub-pixel decoding, one of REFINES
   grid: str = 'centred'  # 'official' for networks trained by the official code
+  # Flip test: the official code's one-pixel shift of the mirrored-back maps
+  # (`shift_heatmaps_right`, eval.flip_shift).
+  flip_shift: bool = False
+
+  channels = 1
 
   def __post_init__(self):
-    _grid(self.stride, self.grid, (1, 1))  # validates grid
-    if self.refine not in REFINES:
-      raise ValueError(f'codec.refine must be one of {REFINES}, got {self.refine!r}.')
-    h, w = self.input_size
-    if h % self.stride or w % self.stride:
-      raise ValueError(
-          f'input size {self.input_size} is not divisible by the heatmap '
-          f'stride {self.stride}; change input.size or codec.stride.')
+    check_grid(self.grid)
+    base.check_choice('codec.refine', self.refine, REFINES)
+    base.check_stride(self.input_size, self.stride)
 
   @property
-  def heatmap_size(self) -> tuple[int, int]:
-    return (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
+  def output_size(self) -> tuple[int, int]:
+    return base.check_stride(self.input_size, self.stride)
 
   def encode(self, keypoints, visibility):
     return render_heatmaps(
-        keypoints, visibility, self.heatmap_size, self.stride, self.sigma,
+        keypoints, visibility, self.output_size, self.stride, self.sigma,
         self.grid)
 
-  def decode(self, heatmaps):
-    return decode_heatmaps(heatmaps, self.stride, self.refine, self.sigma,
-                           self.grid)
-
   def joint_losses(self, output, targets, weights):
-    """(B, K) masked heatmap MSE of one stage (`losses.heatmap_mse_per_joint`)."""
+    self.check_output(output)
     return losses.heatmap_mse_per_joint(output, targets, weights)
 
-  # The network's output channels per keypoint.
-  channels = 1
+  def decode(self, output):
+    return decode_heatmaps(output, self.stride, self.refine, self.sigma,
+                           self.grid)
 
-  def merge_flipped(self, output, of_flipped, flip_index, shift=False):
-    return merge_flipped(output, of_flipped, flip_index, shift)
+  def merge_flipped(self, output, of_flipped, flip_index):
+    return merge_flipped(output, of_flipped, flip_index, self.flip_shift)
 
   def maps(self, output):
-    """(..., H, W, K) maps to look at: the heatmaps themselves."""
-    return output
+    return output.astype(jnp.float32)
 
-
-# ------------------------------------------------------ offset voting
-
-def render_offsets(keypoints, visibility, heatmap_size, stride: int,
-                   radius: float, grid: str = 'centred'):
-  """Disk and offset targets (Papandreou et al., "Towards Accurate Multi-person
-  Pose Estimation in the Wild", CVPR 2017).
-
-  Returns (disks (..., H, W, K) in {0, 1}: heatmap pixels within `radius`
-  of the keypoint; offsets (..., H, W, K, 2): keypoint - pixel, in units of
-  `radius`, defined on the disks) and weights (..., K) as
-  `render_heatmaps`. Unweighted keypoints have empty disks.
-  """
-  height, width = heatmap_size
-  cx, cy, weight = _on_map(keypoints, visibility, heatmap_size, stride, grid)
-  xs = jnp.arange(width, dtype=jnp.float32)
-  ys = jnp.arange(height, dtype=jnp.float32)
-  dx = cx[..., None, None, :] - xs[:, None]          # (..., 1, W, K)
-  dy = cy[..., None, None, :] - ys[:, None, None]    # (..., H, 1, K)
-  dx, dy = jnp.broadcast_arrays(dx, dy)
-  disks = ((dx**2 + dy**2 <= radius**2) * weight[..., None, None, :]).astype(jnp.float32)
-  offsets = jnp.stack([dx, dy], -1) / radius * disks[..., None]
-  return (disks, offsets), weight
-
-
-def vote(probabilities, offsets, radius: float):
-  """Hough voting: each pixel's vote at pixel + offset, weighted by its
-  probability, spread over the four nearest pixels (bilinear); the votes'
-  maximum, refined to the probability-weighted mean of the votes that land
-  within a pixel of it.
-
-  Args:
-    probabilities: (..., H, W, K) in [0, 1].
-    offsets: (..., H, W, K, 2) in units of `radius`.
-
-  Returns:
-    (..., K, 2) positions in heatmap pixels.
-  """
-  *batch, height, width, k = probabilities.shape
-  xs = jnp.arange(width, dtype=jnp.float32)[:, None]
-  ys = jnp.arange(height, dtype=jnp.float32)[:, None, None]
-  vx = xs + offsets[..., 0] * radius  # (..., H, W, K)
-  vy = ys + offsets[..., 1] * radius
-  # One row of H*W vote bins per map: (N, H*W) with N = prod(batch) * K.
-  p = jnp.moveaxis(probabilities.reshape(-1, height * width, k), -1, 1).reshape(-1, height * width)
-  flat_vx = jnp.moveaxis(vx.reshape(-1, height * width, k), -1, 1).reshape(-1, height * width)
-  flat_vy = jnp.moveaxis(vy.reshape(-1, height * width, k), -1, 1).reshape(-1, height * width)
-  rows = jnp.arange(p.shape[0])[:, None]
-  x0, y0 = jnp.floor(flat_vx), jnp.floor(flat_vy)
-  fx, fy = flat_vx - x0, flat_vy - y0
-  bins = jnp.zeros_like(p)
-  for ox, oy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                    (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-    bx, by = x0.astype(jnp.int32) + ox, y0.astype(jnp.int32) + oy
-    inside = (bx >= 0) & (bx < width) & (by >= 0) & (by < height)
-    index = jnp.clip(by, 0, height - 1) * width + jnp.clip(bx, 0, width - 1)
-    bins = bins.at[rows, index].add(jnp.where(inside, p * w, 0.0))
-  peak = jnp.argmax(bins, axis=-1)
-  px = (peak % width).astype(jnp.float32)[:, None]
-  py = (peak // width).astype(jnp.float32)[:, None]
-  near = ((flat_vx - px) ** 2 + (flat_vy - py) ** 2 <= 1.0) * p
-  total = near.sum(-1)
-  found = total > 0
-  safe = jnp.where(found, total, 1.0)
-  x = jnp.where(found, (near * flat_vx).sum(-1) / safe, px[:, 0])
-  y = jnp.where(found, (near * flat_vy).sum(-1) / safe, py[:, 0])
-  return jnp.stack([x, y], -1).reshape(*batch, k, 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class OffsetVotingCodec:
-  """Per keypoint, a disk classifier and an offset field, decoded by voting.
-
-  The network outputs 3K channels: K disk logits, then K x offsets and K y
-  offsets (in units of `radius` heatmap pixels). Training: per-pixel binary
-  cross-entropy on the disks (averaged over the map) plus `offset_weight`
-  times the Huber loss of the offsets inside the disks (averaged over the
-  disk), masked by the keypoint weights. Decoding: `vote`, then the grid's
-  map back to input pixels; a keypoint's score is its map's highest disk
-  probability.
-  """
-
-  input_size: tuple[int, int]
-  stride: int = 4
-  radius: float = 3.0  # heatmap pixels
-  offset_weight: float = 1.0
-  huber_delta: float = 0.3  # in units of radius
-  grid: str = 'centred'
-
-  channels = 3
-
-  def __post_init__(self):
-    _grid(self.stride, self.grid, (1, 1))
-    h, w = self.input_size
-    if h % self.stride or w % self.stride:
-      raise ValueError(
-          f'input size {self.input_size} is not divisible by the heatmap '
-          f'stride {self.stride}; change input.size or codec.stride.')
-    if self.radius < 1:
-      raise ValueError(f'codec.radius must be >= 1 heatmap pixel, got {self.radius}.')
+  def ideal_output(self, targets):
+    return targets
 
   @property
-  def heatmap_size(self) -> tuple[int, int]:
-    return (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
-
-  def encode(self, keypoints, visibility):
-    return render_offsets(keypoints, visibility, self.heatmap_size, self.stride,
-                          self.radius, self.grid)
-
-  @staticmethod
-  def split(output):
-    """(..., H, W, 3K) -> logits (..., H, W, K), offsets (..., H, W, K, 2)."""
-    k = output.shape[-1] // 3
-    output = output.astype(jnp.float32)
-    return output[..., :k], jnp.stack([output[..., k:2 * k], output[..., 2 * k:]], -1)
-
-  @staticmethod
-  def join(logits, offsets):
-    return jnp.concatenate([logits, offsets[..., 0], offsets[..., 1]], -1)
-
-  def joint_losses(self, output, targets, weights):
-    disks, target_offsets = targets
-    logits, offsets = self.split(output)
-    classification = jnp.mean(
-        optax.sigmoid_binary_cross_entropy(logits, disks), axis=(1, 2))
-    huber = optax.huber_loss(offsets, target_offsets, delta=self.huber_delta).sum(-1)
-    inside = disks.sum(axis=(1, 2))
-    regression = (huber * disks).sum(axis=(1, 2)) / jnp.maximum(inside, 1.0)
-    return weights * (classification + self.offset_weight * regression)
-
-  def decode(self, output):
-    logits, offsets = self.split(output)
-    probabilities = jax.nn.sigmoid(logits)
-    xy = vote(probabilities, offsets, self.radius)
-    scores = probabilities.max(axis=(-3, -2))
-    return heatmap_to_input(xy, self.stride, self.grid, self.heatmap_size), scores
-
-  def flip(self, output, flip_index):
-    """The output of the mirrored input: mirrored, pairs swapped, x offsets negated."""
-    logits, offsets = self.split(output)
-    offsets = offsets[..., ::-1, :, :] * jnp.asarray([-1.0, 1.0])
-    offsets = jnp.take(offsets, jnp.asarray(flip_index), axis=-2)
-    return self.join(flip_heatmaps(logits, flip_index), offsets)
-
-  def merge_flipped(self, output, of_flipped, flip_index, shift=False):
-    if shift:
-      raise ValueError('eval.flip_shift is for heatmaps on the official grid.')
-    return 0.5 * (output.astype(jnp.float32) + self.flip(of_flipped, flip_index))
-
-  def maps(self, output):
-    """(..., H, W, K) maps to look at: the disk probabilities."""
-    return jax.nn.sigmoid(self.split(output)[0])
+  def round_trip_bound(self) -> float:
+    # DARK recovers a Gaussian's sub-pixel peak (to about 0.01 heatmap
+    # pixel); the quarter step leaves at most a quarter heatmap pixel.
+    return (0.1 if self.refine == 'dark' else 0.25) * heatmap_spacing(
+        self.stride, self.grid, self.output_size)
 
 
-CODECS = ('heatmap', 'offsets')
-
-
-def codec_from_config(config) -> HeatmapCodec | OffsetVotingCodec:
-  name = config.codec.name
-  if name not in CODECS:
-    raise ValueError(f'Unknown codec.name {name!r}; known: {list(CODECS)}.')
-  grid, crop = config.codec.get('grid', 'centred'), config.input.get('crop', 'centred')
-  if (grid == 'udp') != (crop == 'udp'):
-    raise ValueError(
-        f"codec.grid={grid!r} with input.crop={crop!r}: UDP's heatmap grid and "
-        "crop go together (both 'udp', e.g. the `udp` config variant), or "
-        'neither.')
-  if name == 'offsets':
-    return OffsetVotingCodec(
-        input_size=tuple(config.input.size), stride=config.codec.stride,
-        radius=config.codec.get('radius', 3.0),
-        offset_weight=config.codec.get('offset_weight', 1.0), grid=grid)
+def from_config(config) -> HeatmapCodec:
   return HeatmapCodec(
-      input_size=tuple(config.input.size),
-      stride=config.codec.stride,
-      sigma=config.codec.sigma,
-      refine=config.codec.get('refine', 'quarter'),
-      grid=config.codec.get('grid', 'centred'))
+      input_size=tuple(config.input.size), stride=config.codec.stride,
+      sigma=config.codec.sigma, refine=config.codec.refine,
+      grid=config.codec.grid, flip_shift=config.eval.flip_shift)

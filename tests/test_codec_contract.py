@@ -1,0 +1,150 @@
+"""Every registered codec through the same checks (posejax/codecs/base.py).
+
+The cases come from `codecs.CODECS` (and, for the heatmap family, each of its
+grids and refinements): a codec added to the table is checked here without
+a line of this file changing.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posejax import codecs
+from posejax import config_lib
+from posejax import keypoints as keypoints_lib
+from posejax import losses
+from posejax import train_step
+from posejax.codecs import base
+from posejax.codecs import heatmap
+
+INPUT = (128, 96)
+SPEC = keypoints_lib.get_spec('coco')
+
+
+def _cases():
+  cases = []
+  for name in codecs.CODECS:
+    if name == 'heatmap':
+      cases += [(name, dict(grid=g, refine=r)) for g in heatmap.GRIDS
+                for r in heatmap.REFINES]
+    else:
+      cases.append((name, {}))
+  return cases
+
+
+def _codec(name, fields) -> base.Codec:
+  config = config_lib.base_config()
+  config.input.size = INPUT
+  config.codec.update(name=name, **fields)
+  if config.codec.grid == 'udp':
+    config.input.crop = 'udp'
+  return codecs.codec_from_config(config)
+
+
+def _keypoints(codec, seed=0, n=4):
+  """Keypoints in input pixels, three sigmas of the default Gaussian (six
+  output pixels) or more from the border, where no map is truncated."""
+  h, w = codec.output_size
+  stride = INPUT[0] / h
+  rng = np.random.default_rng(seed)
+  xy = rng.uniform([6, 6], [w - 7, h - 7], (n, SPEC.num_keypoints, 2))
+  return jnp.asarray((xy + 0.5) * stride - 0.5, jnp.float32)
+
+
+CASES = _cases()
+IDS = [f'{n}-{"-".join(f.values())}' if f else n for n, f in CASES]
+
+
+@pytest.fixture(params=CASES, ids=IDS)
+def codec(request):
+  return _codec(*request.param)
+
+
+def test_every_entry_is_a_codec(codec):
+  assert isinstance(codec, base.Codec)
+  assert isinstance(codec.channels, int) and codec.channels >= 1
+  h, w = codec.output_size
+  assert INPUT[0] % h == 0 and INPUT[1] % w == 0
+
+
+def test_round_trip_within_the_stated_bound(codec):
+  keypoints = _keypoints(codec)
+  visibility = jnp.full(keypoints.shape[:2], 2)
+  targets, weights = codec.encode(keypoints, visibility)
+  np.testing.assert_array_equal(weights, 1.0)
+  output = codec.ideal_output(targets)
+  h, w = codec.output_size
+  assert output.shape == (4, h, w, SPEC.num_keypoints * codec.channels)
+  decoded, scores = codec.decode(output)
+  assert decoded.shape == keypoints.shape and scores.shape == keypoints.shape[:2]
+  error = np.abs(np.asarray(decoded) - np.asarray(keypoints))
+  assert error.max() <= codec.round_trip_bound + 1e-4
+  assert np.all(np.asarray(scores) > 0.5)
+
+
+def test_unlabelled_and_off_map_keypoints_get_no_weight(codec):
+  keypoints = _keypoints(codec, n=1)
+  keypoints = keypoints.at[0, 1].set(jnp.asarray([-20.0, 5.0]))
+  visibility = jnp.full(keypoints.shape[:2], 2).at[0, 0].set(0)
+  _, weights = codec.encode(keypoints, visibility)
+  assert weights.shape == (1, SPEC.num_keypoints)
+  np.testing.assert_array_equal(weights[0, :2], 0.0)
+  np.testing.assert_array_equal(weights[0, 2:], 1.0)
+
+
+def test_losses_are_per_instance_and_keypoint_and_vanish_on_exact_targets(codec):
+  keypoints = _keypoints(codec)
+  targets, weights = codec.encode(keypoints, jnp.full(keypoints.shape[:2], 2))
+  exact = codec.ideal_output(targets)
+  other, _ = codec.encode(_keypoints(codec, seed=1), jnp.full(keypoints.shape[:2], 2))
+  wrong = codec.ideal_output(other)
+  stages = train_step.stage_losses(codec, [exact, wrong], targets, weights)
+  for joint in stages:
+    assert joint.shape == (4, SPEC.num_keypoints)
+  assert float(stages[0].max()) < 1e-3
+  assert float(stages[1].min()) > float(stages[0].max())
+  # Masked keypoints cost nothing, and the reduced loss has gradients.
+  masked = codec.joint_losses(wrong, targets, jnp.zeros_like(weights))
+  np.testing.assert_array_equal(masked, 0.0)
+  grad = jax.grad(lambda o: losses.Loss()(
+      [codec.joint_losses(o, targets, weights)]))(wrong)
+  assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0
+
+
+def test_flip_merge_of_consistent_outputs_changes_nothing(codec):
+  if codec.grid == 'official':
+    pytest.skip('the official grid is not mirror-symmetric: its flip test '
+                'needs eval.flip_shift (posejax/codecs/heatmap.py)')
+  keypoints = _keypoints(codec)
+  visibility = jnp.full(keypoints.shape[:2], 2)
+  output = codec.ideal_output(codec.encode(keypoints, visibility)[0])
+  mirrored = base.flip_keypoints(keypoints, visibility, INPUT[1], SPEC.flip_index)
+  of_mirrored = codec.ideal_output(codec.encode(*mirrored)[0])
+  # Mirroring back is the inverse of mirroring, both ways round.
+  np.testing.assert_allclose(
+      codec.merge_flipped(output, of_mirrored, SPEC.flip_index), output, atol=1e-5)
+  np.testing.assert_allclose(
+      codec.merge_flipped(of_mirrored, output, SPEC.flip_index), of_mirrored,
+      atol=1e-5)
+  # Keypoints mirrored twice are the keypoints.
+  twice = base.flip_keypoints(*mirrored, INPUT[1], SPEC.flip_index)
+  np.testing.assert_allclose(twice[0], keypoints, atol=1e-5)
+
+
+def test_maps_for_pictures(codec):
+  keypoints = _keypoints(codec)
+  output = codec.ideal_output(
+      codec.encode(keypoints, jnp.full(keypoints.shape[:2], 2))[0])
+  maps = codec.maps(output)
+  assert maps.shape == (4, *codec.output_size, SPEC.num_keypoints)
+  assert maps.dtype == jnp.float32
+
+
+def test_outputs_of_another_size_are_a_clear_error(codec):
+  keypoints = _keypoints(codec)
+  targets, weights = codec.encode(keypoints, jnp.full(keypoints.shape[:2], 2))
+  h, w = codec.output_size
+  wrong = jnp.zeros((4, h // 2, w // 2, SPEC.num_keypoints * codec.channels))
+  with pytest.raises(ValueError, match='codec.stride'):
+    codec.joint_losses(wrong, targets, weights)
