@@ -22,14 +22,13 @@ import ml_collections
 from posejax import config_lib
 
 VARIANTS = ('1stack', 'heatmap', 'smoke')
-EXCLUSIVE = ()  # groups of VARIANTS of which one at most; none here
 SMOKE_INPUT = (64, 64)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Variants: '1stack', 'heatmap', 'smoke'."""
   variants = config_lib.parse_variants(
-      arg, 'configs/fashionai_champion.py', VARIANTS, EXCLUSIVE)
+      arg, 'configs/fashionai_champion.py', VARIANTS)
   c = config_lib.base_config()
 
   config_lib.use_dataset(c, 'fashionai_keypoints', config='all')

@@ -24,14 +24,13 @@ from posejax import config_lib
 # training.csv has 7,049 rows; the validation hold-out takes about 10%.
 TRAIN_FACES = 6_340
 VARIANTS = ('smoke',)
-EXCLUSIVE = ()  # groups of VARIANTS of which one at most; none here
 SMOKE_INPUT = (16, 16)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Variants: 'smoke'."""
   variants = config_lib.parse_variants(
-      arg, 'configs/hourglass_facial_keypoints.py', VARIANTS, EXCLUSIVE)
+      arg, 'configs/hourglass_facial_keypoints.py', VARIANTS)
   c = config_lib.base_config()
 
   config_lib.use_dataset(c, 'kaggle_facial_keypoints')

@@ -22,14 +22,12 @@ import ml_collections
 from posejax import config_lib
 
 VARIANTS = ('w48', '384x288', 'official', 'smoke')
-EXCLUSIVE = ()  # groups of VARIANTS of which one at most; none here
 SMOKE_INPUT = (64, 48)  # (height, width)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Variants: '' (W32 256x192), 'w48', '384x288', 'official', 'smoke'."""
-  variants = config_lib.parse_variants(arg, 'configs/hrnet_coco.py', VARIANTS,
-                                       EXCLUSIVE)
+  variants = config_lib.parse_variants(arg, 'configs/hrnet_coco.py', VARIANTS)
   w48, large = 'w48' in variants, '384x288' in variants
   c = config_lib.base_config()
 

@@ -13,6 +13,12 @@ def _cpu_only_jax() -> bool:
       for plugin in ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))
 
 
+# jaxlib releases (major, minor) on which the XLA:CPU flags below were
+# measured to help (docs/performance.md, "CPU speed"); constraints.txt pins
+# the versions every published figure was measured with.
+MEASURED_JAXLIB = frozenset({(0, 10)})
+
+
 def _set_cpu_xla_defaults() -> None:
   """Picks XLA:CPU settings that make the convolutional train step fast.
 
@@ -26,17 +32,20 @@ def _set_cpu_xla_defaults() -> None:
   The flags must be set before JAX starts, so they are set on import of
   posejax, only when nothing decided otherwise: not if JAX is already
   imported, not for a flag XLA_FLAGS already mentions, not if an accelerator
-  plugin is installed, and not if POSEJAX_KEEP_XLA_FLAGS is set.
+  plugin is installed, and not if POSEJAX_KEEP_XLA_FLAGS is set. And only
+  for the jaxlib releases they were measured with (`MEASURED_JAXLIB`): both
+  flags are experimental, and XLA aborts at start on a flag it no longer
+  knows.
   """
   if 'jax' in sys.modules or os.environ.get('POSEJAX_KEEP_XLA_FLAGS'):
     return
   if not _cpu_only_jax():
     return
   try:
-    major, minor = (int(v) for v in importlib.metadata.version('jaxlib').split('.')[:2])
+    release = tuple(int(v) for v in importlib.metadata.version('jaxlib').split('.')[:2])
   except (importlib.metadata.PackageNotFoundError, ValueError):
     return
-  if (major, minor) < (0, 10):  # The YNN flag does not exist before 0.10.
+  if release not in MEASURED_JAXLIB:
     return
   flags = os.environ.get('XLA_FLAGS', '')
   added = [

@@ -259,8 +259,11 @@ def steps_for_epochs(epochs: float, num_instances: int,
 
 def use_dataset(config: ml_collections.ConfigDict, name: str, /,
                 **fields) -> ml_collections.ConfigDict:
-  """dataset.name, its manual_dir from the environment (MANUAL_DIR_VARIABLES;
-  '' where unset) and the other dataset `fields` given."""
+  """Sets dataset.name, the dataset `fields` given and manual_dir.
+
+  manual_dir comes from the dataset's environment variable
+  (MANUAL_DIR_VARIABLES; '' where unset).
+  """
   config.dataset.update(
       name=name, manual_dir=os.environ.get(MANUAL_DIR_VARIABLES[name], ''), **fields)
   return config
@@ -288,16 +291,16 @@ def epoch_schedule(config: ml_collections.ConfigDict, num_instances: int,
 def coco_top_down(config: ml_collections.ConfigDict, batch_size: int,
                   epochs: int,
                   decay_epochs: Sequence[int]) -> ml_collections.ConfigDict:
-  """What the COCO recipes share: the setup of the official HRNet and
-  SimpleBaselines code (deep-high-resolution-net.pytorch,
-  human-pose-estimation.pytorch) but for the network, the scale, rotation
-  and half-body augmentation, and the schedule's length.
+  """What the COCO recipes share: the official top-down setup.
 
-  COCO 2017 from `$COCO_DIR` (or --config.dataset.manual_dir); rotation of
-  60% of the crops; Adam at 1e-3 without weight decay; `epoch_schedule`;
-  the official evaluation with the batch of training: one crop per box of
-  COCO_DETECTIONS, flip test, rescoring and OKS-NMS at 0.9, pycocotools
-  (configs/README.md).
+  That of the official HRNet and SimpleBaselines code
+  (deep-high-resolution-net.pytorch, human-pose-estimation.pytorch), but
+  for the network, the scale, rotation and half-body augmentation and the
+  schedule's length, which each recipe states: COCO 2017 from `$COCO_DIR`
+  (or --config.dataset.manual_dir); rotation of 60% of the crops; Adam at
+  1e-3 without weight decay; `epoch_schedule`; the official evaluation with
+  the batch of training: one crop per box of COCO_DETECTIONS, flip test,
+  rescoring and OKS-NMS at 0.9, pycocotools (configs/README.md).
   """
   use_dataset(config, 'coco_keypoints', config='2017')
   config.input.rotation_prob = 0.6  # as the official loader

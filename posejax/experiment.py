@@ -112,7 +112,7 @@ def metric_name(config, builder_cls) -> str:
     ValueError: an unknown metric, or detection boxes with a metric other
       than 'coco'.
   """
-  name = config.eval.get('metric') or builder_cls.METRIC
+  name = config.eval.metric or builder_cls.METRIC
   if name not in evaluation.METRICS:
     raise ValueError(
         f'Unknown eval.metric {name!r} (dataset {config.dataset.name!r}); '

@@ -5,7 +5,6 @@ Several processes (one per host) start JAX's distributed runtime first:
 `--coordinator=auto` / a cluster launcher (posejax/distributed.py).
 """
 
-from absl import flags
 from absl import logging
 import jax
 

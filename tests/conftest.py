@@ -1,6 +1,13 @@
-"""Shared fixtures. Data is generated here, never downloaded."""
+"""Shared fixtures and helpers. Data is generated here, never downloaded.
+
+Tests import the helpers with `from conftest import REPO, run_python`.
+Markers (pyproject.toml): `slow` (a whole training run, a large network or
+several processes: left out of the fast tier, `pytest -m "not slow"`),
+`multiprocess`, `notebook`, `torch` (needs PyTorch).
+"""
 
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -19,6 +26,17 @@ if _TESTS_DIR not in sys.path:
   sys.path.insert(0, _TESTS_DIR)
 
 import pytest
+
+# The repository root: commands and config paths are relative to it.
+REPO = os.path.dirname(_TESTS_DIR)
+
+
+def run_python(*args, timeout: float = 300, env=None):
+  """`python ARGS` in a subprocess from the repository root, JAX on the CPU,
+  output captured as text; `env` adds to (or overrides) the environment."""
+  return subprocess.run([sys.executable, *args], cwd=REPO,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})},
+                        capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope='session')

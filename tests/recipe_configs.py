@@ -1,9 +1,9 @@
 """The recipes of configs/ and their variants, as the recipe modules state them.
 
 `load_config` loads configs/<name>.py as `--config=configs/<name>.py:<variant>`
-does; `NAMES` and `variant_args` read the recipes and their `VARIANTS` and
-`EXCLUSIVE` groups from the modules, so that a new recipe or variant is
-tested without being listed here.
+does; `NAMES` and `variant_args` read the recipes, their `VARIANTS` and
+their `EXCLUSIVE` groups (where they have any) from the modules, so that a
+new recipe or variant is tested without being listed here.
 """
 
 import functools
@@ -33,17 +33,21 @@ def load_config(name: str, variant: str = ''):
   return load_module(name).get_config(variant or None)
 
 
+def exclusive(name: str) -> tuple[tuple[str, ...], ...]:
+  """The recipe's groups of variants of which one at most (none if unstated)."""
+  return tuple(map(tuple, getattr(load_module(name), 'EXCLUSIVE', ())))
+
+
 def _choices(name: str) -> list[tuple[str, ...]]:
   """Per dimension of the recipe, what can be given: nothing or one variant.
 
   A group's first variant is the default (config_lib.choose), the same config
   as giving none, so it is left out; `smoke` is left out too.
   """
-  module = load_module(name)
-  grouped = {v for group in module.EXCLUSIVE for v in group}
-  free = [v for v in module.VARIANTS if v not in grouped and v != 'smoke']
-  return ([('', *group[1:]) for group in module.EXCLUSIVE]
-          + [('', v) for v in free])
+  groups = exclusive(name)
+  grouped = {v for group in groups for v in group}
+  free = [v for v in load_module(name).VARIANTS if v not in grouped and v != 'smoke']
+  return [('', *group[1:]) for group in groups] + [('', v) for v in free]
 
 
 def variant_args(name: str, every: bool = False) -> list[str]:

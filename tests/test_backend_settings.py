@@ -44,6 +44,19 @@ def test_cpu_flags_are_set_only_without_an_accelerator_plugin(monkeypatch):
       assert not posejax._huge_pages_would_help()
 
 
+def test_cpu_flags_only_for_the_jaxlib_releases_they_were_measured_on(monkeypatch):
+  import importlib.metadata
+  monkeypatch.delitem(sys.modules, 'jax')  # as before JAX is imported
+  monkeypatch.delenv('POSEJAX_KEEP_XLA_FLAGS', raising=False)
+  real = importlib.metadata.version
+  for version, expected in (('0.10.2', True), ('0.11.0', False), ('0.9.1', False)):
+    monkeypatch.setattr(importlib.metadata, 'version',
+                        lambda name: version if name == 'jaxlib' else real(name))
+    monkeypatch.setenv('XLA_FLAGS', '')
+    posejax._set_cpu_xla_defaults()
+    assert ('cse_barrier_expander' in os.environ['XLA_FLAGS']) == expected, version
+
+
 def test_materialize_adds_a_barrier_on_cpu_only(monkeypatch):
   x = np.ones((2, 3), np.float32)
   # A new function each time: JAX caches traces by function.

@@ -1,12 +1,12 @@
 """Every notebook in colabs/ runs top to bottom (small settings)."""
 
-import os
 import pathlib
 import time
 
+import conftest
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(conftest.REPO)
 NOTEBOOKS = sorted((REPO / 'colabs').glob('*.ipynb'))
 
 

@@ -51,7 +51,7 @@ def test_parse_variants_rejects_two_of_an_exclusive_group():
 # An unknown variant of every recipe, and two of each exclusive group.
 BAD_VARIANTS = [(name, 'w64', 'w64') for name in recipe_configs.NAMES] + [
     (name, f'{group[0]},{group[-1]}', group[-1]) for name in recipe_configs.NAMES
-    for group in recipe_configs.load_module(name).EXCLUSIVE]
+    for group in recipe_configs.exclusive(name)]
 
 
 @pytest.mark.parametrize('name, arg, culprit', BAD_VARIANTS)
@@ -66,7 +66,7 @@ def test_every_recipe_states_its_variants(name):
   module = recipe_configs.load_module(name)
   assert isinstance(module.VARIANTS, tuple) and 'smoke' in module.VARIANTS
   assert len(set(module.VARIANTS)) == len(module.VARIANTS)
-  for group in module.EXCLUSIVE:
+  for group in recipe_configs.exclusive(name):
     assert set(group) <= set(module.VARIANTS) and len(group) > 1
     # A group's first variant is the default: naming it changes nothing.
     assert load_config(name, group[0]).to_dict() == load_config(name).to_dict()
@@ -100,13 +100,6 @@ def test_every_recipe_has_every_base_field(name, variant):
 _CONFIG_NAMES = {'config': (), **{f'{s}_config': (s,) for s in config_lib.SECTIONS}}
 _HOLDERS = ('self', 'setup', 'values', 'FLAGS')
 _METHODS = frozenset(dir(ml_collections.ConfigDict))
-
-# `.get` reads of declared fields still to be replaced by attribute reads,
-# as (file, field); each entry must still be there, so that the list only
-# shrinks.
-_GET_READS_TO_REPLACE = {
-    ('posejax/experiment.py', 'eval.metric'),
-}
 
 
 def _field_path(node, aliases):
@@ -230,12 +223,9 @@ def test_every_config_field_the_code_reads_is_declared():
 def test_declared_fields_are_read_as_attributes():
   gets = {(file, field): line for file, line, field, how in _posejax_reads()
           if how == 'get' and _declared(field)}
-  left = [f'{file}:{line} {field}' for (file, field), line in sorted(gets.items())
-          if (file, field) not in _GET_READS_TO_REPLACE]
+  left = [f'{file}:{line} {field}' for (file, field), line in sorted(gets.items())]
   assert not left, ('Read declared fields as config.<section>.<field>, not '
                     'with .get (base_config holds the default): ' + ', '.join(left))
-  assert _GET_READS_TO_REPLACE <= set(gets), (
-      f'Replaced; drop from _GET_READS_TO_REPLACE: {_GET_READS_TO_REPLACE - set(gets)}')
 
 
 def test_the_scan_finds_undeclared_reads_and_gets():

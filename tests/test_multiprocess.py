@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
 SMOKE = 'configs/synthetic.py:smoke'
 
 

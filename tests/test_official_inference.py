@@ -197,7 +197,7 @@ def test_official_crop_is_get_affine_transform():
 
 def test_pipeline_makes_the_official_crop_of_a_clipped_box():
   import tensorflow as tf
-  from posejax.data import pipeline
+  from posejax.data.pipeline import top_down
   config = _official_config()
   image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)
   bbox = np.float32([-5.0, 20.0, 80.0, 150.0])
@@ -205,7 +205,7 @@ def test_pipeline_makes_the_official_crop_of_a_clipped_box():
       'image': tf.constant(image), 'image_id': tf.constant(1, tf.int64),
       'id': tf.constant(7, tf.int64), 'bbox': tf.constant(bbox),
       'keypoints': tf.zeros((17, 2)), 'visibility': tf.zeros((17,), tf.int32)}
-  example = pipeline._make_example(instance, tf.constant([0, 0], tf.int64), config,
+  example = top_down._make_example(instance, tf.constant([0, 0], tf.int64), config,
                                    SPEC, train=False)
   center, scale = _official_center_scale(*_official_box(*bbox, 320, 240))
   np.testing.assert_allclose(example['center'].numpy(), center, rtol=1e-6)
@@ -218,7 +218,7 @@ def test_pipeline_makes_the_official_crop_of_a_clipped_box():
   assert diff.max() <= 1, diff.max()
   # A detection box is used as the detector gave it.
   detection = dict(instance, box_score=tf.constant(0.9))
-  example = pipeline._make_example(detection, tf.constant([0, 0], tf.int64), config,
+  example = top_down._make_example(detection, tf.constant([0, 0], tf.int64), config,
                                    SPEC, train=False)
   center, _ = _official_center_scale(*bbox)
   np.testing.assert_allclose(example['center'].numpy(), center, rtol=1e-6)

@@ -2,15 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import jax
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_python
 
 
 @pytest.fixture(scope='module')
@@ -81,9 +79,8 @@ def test_predictor_crops_whole_images_as_the_pipeline_does(run, smoke_builder):
 
 
 def _cli(*args, timeout=300):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', POSEJAX_KEEP_MALLOC='1')
-  return subprocess.run([sys.executable, '-m', 'posejax.predict', *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  return run_python('-m', 'posejax.predict', *args, timeout=timeout,
+                    env={'POSEJAX_KEEP_MALLOC': '1'})
 
 
 def test_cli_on_a_folder_an_image_and_a_video(run, smoke_data_dir, tmp_path):

@@ -16,7 +16,7 @@ from posejax import models
 from posejax.checkpoints import imagenet
 from posejax.checkpoints import layouts
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
 
 
 def _model(name, preset, keypoints=17):

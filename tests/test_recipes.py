@@ -177,12 +177,12 @@ def test_recipe_takes_a_training_step(name, variant, fixtures):
 
 
 def _evaluate(setup, variables, workdir, **eval_overrides):
-  """evaluate.evaluate with some eval fields changed for this call only."""
-  from posejax import evaluate
+  """evaluator.evaluate with some eval fields changed for this call only."""
+  from posejax.evaluation import evaluator
   before = {k: setup.config.eval[k] for k in eval_overrides}
   setup.config.eval.update(eval_overrides)
   try:
-    metrics = evaluate.evaluate(setup, variables, str(workdir), 1)
+    metrics = evaluator.evaluate(setup, variables, str(workdir), 1)
   finally:
     setup.config.eval.update(before)
   with open(os.path.join(workdir, 'eval', 'step_1', 'metrics.json')) as f:
@@ -203,10 +203,10 @@ class _ImageWriter:
 
 
 def test_coco_recipe_evaluates_with_ground_truth_boxes(fixtures, tmp_path):
-  from posejax import evaluate
+  from posejax.evaluation import evaluator
   setup, state, _ = _initialised('hrnet_coco', '', fixtures)
   writer = _ImageWriter()
-  evaluate.evaluate(setup, state.variables, str(tmp_path / 'pictures'), 3, writer)
+  evaluator.evaluate(setup, state.variables, str(tmp_path / 'pictures'), 3, writer)
   # The prediction grid and the stage panels, as PNG and for TensorBoard.
   assert set(writer.images) == {(3, 'eval/predictions'), (3, 'eval/stages')}
   for (_, name), image in writer.images.items():
@@ -282,9 +282,8 @@ def _predictions(keypoints, scores, **fields):
 
 
 def test_postprocess_rescores_and_merges_near_duplicates():
-  import ml_collections
-  from posejax import evaluate
   from posejax import keypoints as keypoints_lib
+  from posejax.evaluation import postprocess
   rng = np.random.default_rng(0)
   person = rng.uniform(0, 100, (17, 2))
   other = person + [300.0, 0.0]
@@ -295,8 +294,7 @@ def test_postprocess_rescores_and_merges_near_duplicates():
       image_id=np.array([7, 7, 7, 8]), box_score=np.array([0.9, 0.7, 1.0, 0.4]),
       scale=np.full((4, 2), 100.0), ground_truth_boxes=False,
       extras={'category': np.arange(4)})
-  config = ml_collections.ConfigDict(dict(eval=dict(oks_nms_threshold=0.9)))
-  kept = evaluate.postprocess(predictions, config, keypoints_lib.COCO)
+  kept = postprocess.postprocess(predictions, keypoints_lib.COCO, 0.9)
   # Instance 1 (0.7 x 0.9 = 0.63) is a near duplicate of instance 0
   # (0.9 x 0.8 = 0.72) and is suppressed; instance 2 averages only its
   # scores above 0.2; image 8 is separate.
@@ -306,8 +304,8 @@ def test_postprocess_rescores_and_merges_near_duplicates():
   assert kept.extras['category'].tolist() == [0, 2, 3]
   np.testing.assert_array_equal(kept.keypoints[1], other)
   # With ground-truth boxes nothing is suppressed.
-  assert len(evaluate.postprocess(predictions.replace(ground_truth_boxes=True),
-                                  config, keypoints_lib.COCO)) == 4
+  assert len(postprocess.postprocess(predictions.replace(ground_truth_boxes=True),
+                                     keypoints_lib.COCO, 0.9)) == 4
 
 
 @pytest.mark.parametrize('name, variant, expected', [
@@ -345,9 +343,10 @@ def test_recipe_evaluates_with_its_native_metric(name, variant, expected, fixtur
     ('hourglass_facial_keypoints', '', {'RMSE': 0.0, 'RMSE/left_eye_center': 0.0}),
 ])
 def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fixtures):
-  from posejax import evaluate
   from posejax import experiment
   from posejax.data import pipeline
+  from posejax.evaluation import evaluator
+  from posejax.evaluation import postprocess
   config = fixtures(load_config(name, variant))
   config.eval.boxes = 'ground_truth'
   setup = experiment.Setup(config)
@@ -361,12 +360,12 @@ def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fi
       **{k: out[k] for k in ('image_id', 'gt_keypoints', 'visibility', 'bbox',
                              'center', 'scale', 'box_score')},
       extras={k: out[k] for k in setup.builder.EVAL_EXTRAS})
-  kept = evaluate.postprocess(predictions, config, setup.spec)
-  metrics = evaluate.score(setup, kept)
+  kept = postprocess.postprocess(predictions, setup.spec, config.eval.oks_nms_threshold)
+  metrics = evaluator.score(setup, kept)
   for key, value in perfect.items():
     assert metrics[key] == pytest.approx(value, abs=1e-6), key
   # And a wrong prediction is not perfect.
-  worse = evaluate.score(setup, kept.replace(keypoints=kept.keypoints + 5.0))
+  worse = evaluator.score(setup, kept.replace(keypoints=kept.keypoints + 5.0))
   key = next(iter(perfect))
   assert worse[key] != pytest.approx(perfect[key], abs=1e-3), key
 
@@ -410,7 +409,7 @@ def test_validation_loss_is_the_mean_over_instances_without_padding(fixtures):
   from posejax.data import pipeline
   setup, state, _ = _initialised('cpm_fashionai', '', fixtures)
   config = setup.config.copy_and_resolve_references()
-  loss_fn = train_step.make_validation_loss_fn(setup.model, setup.codec)
+  loss_fn = train_step.make_validation_loss_fn(setup.model, setup.codec, setup.loss)
   config.eval.batch_size = 1
   singles = list(pipeline.eval_dataset(setup.builder, config).as_numpy_iterator())
   assert len(singles) == 2  # the two held-out dress images

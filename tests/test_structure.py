@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, run_python
 PACKAGE = os.path.join(REPO, 'posejax')
 
 
@@ -101,9 +101,7 @@ def test_step_and_prediction_import_without_tensorflow():
 
 
 def _run(*args, timeout=120):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return run_python(*args, timeout=timeout)
 
 
 def test_eval_without_checkpoint_says_so_before_building_data(tmp_path):

@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_python
 
 _SHARDED_STEP = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, ml_collections
@@ -33,13 +31,13 @@ _SHARDED_STEP = textwrap.dedent("""
       training = train_step.build_training(model, codec, losses.Loss(), mesh, optim,
                                            num_steps=10, input_size=(32, 24))
       state, step = training.state, training.step
-      losses = []
+      loss_values = []
       for b in batches:
         global_b = sharding.global_batch(b, mesh)
         assert len(global_b['image'].sharding.device_set) == n_devices
         state, metrics = step(state, global_b)
-        losses.append(float(metrics['loss']))
-      return losses, jax.device_get(state.variables)
+        loss_values.append(float(metrics['loss']))
+      return loss_values, jax.device_get(state.variables)
 
     loss1, vars1 = run(1)
     loss8, vars8 = run(8)
@@ -52,10 +50,8 @@ _SHARDED_STEP = textwrap.dedent("""
 
 
 def test_train_step_on_8_devices_matches_1_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', _SHARDED_STEP], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600)
+  proc = run_python('-c', _SHARDED_STEP, timeout=600,
+                    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'OK' in proc.stdout
 
@@ -109,9 +105,7 @@ def test_training_batches_resume_exactly(smoke_config, smoke_builder, smoke_data
 
 
 def _run(module, *args, timeout=300):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return run_python('-m', module, *args, timeout=timeout)
 
 
 def test_smoke_config_runs_main_and_eval(smoke_builder, smoke_data_dir, tmp_path):
@@ -202,7 +196,6 @@ def test_every_network_trains_from_its_config(
 def test_every_codec_trains_and_evaluates(variant, smoke_config, smoke_data_dir, tmp_path):
   """Each codec and the hard keypoint mining, selected by a config variant,
   through training steps and the evaluation (flip test included)."""
-  import jax
   import numpy as np
   from posejax import experiment
   from posejax import sharding

@@ -19,6 +19,9 @@ from posejax.codecs.base import Codec
 from posejax.codecs.heatmap import HeatmapCodec
 from posejax.codecs.offsets import OffsetVotingCodec
 
+__all__ = ['CODECS', 'Codec', 'HeatmapCodec', 'OffsetVotingCodec',
+           'codec_from_config']
+
 CODECS = {
     'heatmap': heatmap.from_config,
     'offsets': offsets.from_config,

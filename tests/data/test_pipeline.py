@@ -4,6 +4,8 @@ import tensorflow as tf
 
 from posejax import geometry
 from posejax.data import pipeline
+from posejax.data.pipeline import augment
+from posejax.data.pipeline import resample
 
 
 def _dot_image(points, size=(160, 200)):
@@ -28,9 +30,9 @@ def test_warped_dots_land_where_the_keypoints_go(rotation, flip):
   points = np.array([[60, 50], [120, 70], [90, 110], [75, 85]])
   image = _dot_image(points)
   center, scale = tf.constant([90.0, 80.0]), tf.constant([96.0, 128.0])
-  matrix = pipeline.crop_matrix(center, scale, rotation, (128, 96), flip)
-  warped = pipeline.warp_image(image, matrix, (128, 96)).numpy()
-  moved = pipeline.transform_points(tf.constant(points, tf.float32), matrix).numpy()
+  matrix = augment.crop_matrix(center, scale, rotation, (128, 96), flip)
+  warped = resample.warp_image(image, matrix, (128, 96)).numpy()
+  moved = augment.transform_points(tf.constant(points, tf.float32), matrix).numpy()
   for p in moved:
     np.testing.assert_allclose(_centroid(warped, p), p, atol=0.35)
 
@@ -41,20 +43,20 @@ def test_box_crop_maps_back_with_the_inverse():
   boxes = np.array([[10, 20, 50, 120], [0, 0, 150, 40], [30, 30, 5, 5],
                     [70, 10, 60, 60], [1, 2, 3, 100]], np.float32)
   for n in range(5):
-    center, scale = pipeline.box_to_center_scale(boxes[n], 96 / 128, 1.25)
+    center, scale = augment.box_to_center_scale(boxes[n], 96 / 128, 1.25)
     # The crop keeps the input aspect ratio and covers the padded box.
     assert scale[0].numpy() / scale[1].numpy() == pytest.approx(0.75)
     assert scale[0] >= boxes[n, 2] * 1.25 - 1e-4 and scale[1] >= boxes[n, 3] * 1.25 - 1e-4
-    matrix = pipeline.crop_matrix(center, scale, 0.0, (128, 96))
-    moved = pipeline.transform_points(tf.constant(points[n]), matrix).numpy()
+    matrix = augment.crop_matrix(center, scale, 0.0, (128, 96))
+    moved = augment.transform_points(tf.constant(points[n]), matrix).numpy()
     back = geometry.input_to_image(moved[None], center.numpy()[None],
                                    scale.numpy()[None], (128, 96))[0]
     np.testing.assert_allclose(back, points[n], atol=1e-3)
   # The padded box edges land on the input's pixel edges.
-  center, scale = pipeline.box_to_center_scale(np.array([0, 0, 96, 128], np.float32), 0.75, 1.0)
-  corners = pipeline.transform_points(
+  center, scale = augment.box_to_center_scale(np.array([0, 0, 96, 128], np.float32), 0.75, 1.0)
+  corners = augment.transform_points(
       tf.constant([[-0.5, -0.5], [95.5, 127.5]]),
-      pipeline.crop_matrix(center - 0.5, scale, 0.0, (128, 96))).numpy()
+      augment.crop_matrix(center - 0.5, scale, 0.0, (128, 96))).numpy()
   np.testing.assert_allclose(corners, [[-0.5, -0.5], [95.5, 127.5]], atol=1e-4)
 
 
@@ -114,16 +116,16 @@ def test_training_reads_only_the_crops_window(box, rotation, flip):
   matrix = tf.constant(geometry.crop_matrix(center, scale, np.float32(rotation),
                                             (256, 192), np.bool_(flip)), tf.float32)
   decoded = tf.io.decode_jpeg(encoded, channels=3)
-  whole = pipeline.warp_image(decoded, matrix, (256, 192)).numpy().astype(int)
+  whole = resample.warp_image(decoded, matrix, (256, 192)).numpy().astype(int)
   # cv2 writes BGR.
   png = tf.constant(cv2.imencode('.png', decoded.numpy()[..., ::-1])[1].tobytes())
   for source in (tf.constant(encoded), png, decoded):
-    window, _ = pipeline._window(source, matrix, (256, 192))
+    window, _ = resample.window(source, matrix, (256, 192))
     assert window.dtype == tf.uint8
     if box[0] < 640:  # the crop's window is smaller than the image
       assert window.shape[0] * window.shape[1] < 480 * 640
     # The XLA resampler on the window, against the TensorFlow warp of the image.
-    windowed = pipeline._crop_window(source, matrix, (256, 192)).numpy().astype(int)
+    windowed = resample.crop_window(source, matrix, (256, 192)).numpy().astype(int)
     diff = np.abs(whole - windowed)
     assert diff.max() <= 1  # bilinear weights rounded differently
     assert (diff > 0).mean() < 0.01
@@ -166,4 +168,4 @@ def test_training_crops_ignore_xla_flags_meant_for_jax(smoke_builder, smoke_data
 def test_resampler_input_lengths_are_few_and_long_enough(pixels, rows):
   """Windows are padded to 2^k or 1.5 * 2^k rows, with a zero row past the
   pixels for the fill."""
-  assert int(pipeline._bucket_rows(tf.constant(pixels))) == rows
+  assert int(resample.bucket_rows(tf.constant(pixels))) == rows
