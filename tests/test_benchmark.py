@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from posejax import benchmark
 
 TINY_HRNET = dict(name='hrnet', stem_width=8, stage1_blocks=1, widths=(4, 8),
                   num_modules=(1,), num_blocks=1)
 
 
+@pytest.mark.slow
 def test_benchmark_reports_positive_finite_numbers():
   lines = []
   result = benchmark.benchmark(TINY_HRNET, batch_size=2, input_size=(32, 32),
@@ -35,6 +38,7 @@ def test_benchmark_reports_positive_finite_numbers():
 
 
 
+@pytest.mark.slow
 def test_pipeline_benchmark_measures_both_loops(tmp_path):
   """`--pipeline`: the tf.data pipeline (JPEGs, cached images) and the OpenCV
   loop, pinned to a core."""
@@ -62,6 +66,7 @@ def test_pipeline_benchmark_measures_both_loops(tmp_path):
       "posejax.benchmark: --cores takes numbers of cores, e.g. --cores=1,2; got '1,two'.")
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_script_prints_one_table(tmp_path):
   """benchmarks/gpu.py --smoke: both halves (JAX, PyTorch) and the table,
   without TensorFlow, TFDS, pycocotools or clu."""

@@ -208,6 +208,7 @@ def _as_output(codec, targets, confidence=8.0):
   return codec.join(jnp.where(disks > 0, confidence, -confidence), offsets)
 
 
+@pytest.mark.slow
 def test_offset_voting_round_trip_recovers_sub_pixel_positions():
   rng = np.random.default_rng(4)
   codec = codecs.OffsetVotingCodec(input_size=(128, 96), stride=4, radius=3.0)

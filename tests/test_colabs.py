@@ -6,6 +6,8 @@ import time
 import conftest
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.notebook]
+
 REPO = pathlib.Path(conftest.REPO)
 NOTEBOOKS = sorted((REPO / 'colabs').glob('*.ipynb'))
 

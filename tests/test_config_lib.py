@@ -366,12 +366,14 @@ def _main(tmp_path, *args):
   return lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_variant_is_one_line(tmp_path):
   message = _main(tmp_path, '--config=configs/synthetic.py:foo')
   assert "'foo'" in message and 'configs/synthetic.py' in message
   assert "'simple_baseline'" in message and "'smoke'" in message
 
 
+@pytest.mark.slow
 def test_misspelt_override_is_one_line_with_the_suggestion(tmp_path):
   message = _main(tmp_path, '--config=configs/synthetic.py:smoke',
                   '--config.train.num_step=5')
@@ -379,6 +381,7 @@ def test_misspelt_override_is_one_line_with_the_suggestion(tmp_path):
   assert '"num_steps"' in message
 
 
+@pytest.mark.slow
 def test_missing_config_file_is_one_line(tmp_path):
   message = _main(tmp_path, '--config=configs/no_such_recipe.py:smoke')
   assert "'configs/no_such_recipe.py'" in message

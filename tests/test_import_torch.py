@@ -50,6 +50,7 @@ def test_official_hrnet_w32_layout_maps_every_key(w32_state_dict, w32_model):
       w32_state_dict['final_layer.bias'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('listing, name, model, size, num_params', [
     ('simple_baseline_r50_official.txt', 'simple_baseline',
      simple_baseline.SimpleBaseline(
@@ -129,6 +130,7 @@ def _state_dict_of(variables, layout) -> dict[str, np.ndarray]:
   return state_dict
 
 
+@pytest.mark.slow
 def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
     smoke_config, tmp_path):
   torch = pytest.importorskip('torch')

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 def _convolution_dtypes(jaxpr):
   """The input dtype of every convolution in a jaxpr, nested ones included."""

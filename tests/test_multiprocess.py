@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 SMOKE = 'configs/synthetic.py:smoke'
 
 

@@ -28,6 +28,7 @@ def run(smoke_config, smoke_builder, smoke_data_dir, tmp_path_factory):
   return config, setup, variables, workdir
 
 
+@pytest.mark.slow
 def test_predictor_gives_the_evaluation_keypoints_for_the_same_crops(run):
   from posejax.evaluation import predict_split
   from posejax.inference import predictor as predictor_lib
@@ -83,6 +84,7 @@ def _cli(*args, timeout=300):
                     env={'POSEJAX_KEEP_MALLOC': '1'})
 
 
+@pytest.mark.slow
 def test_cli_on_a_folder_an_image_and_a_video(run, smoke_data_dir, tmp_path):
   config, _, _, workdir = run
   common = ['--config=configs/synthetic.py:smoke', f'--workdir={workdir}',
@@ -127,6 +129,7 @@ def test_cli_on_a_folder_an_image_and_a_video(run, smoke_data_dir, tmp_path):
   assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, boxes, message', [
     ('empty', 'whole', 'holds no image'),  # a folder
     ('nothing.png', 'whole', 'no file or folder'),
@@ -152,6 +155,7 @@ def test_cli_bad_input_is_one_message(run, smoke_data_dir, tmp_path, name, boxes
   assert 'posejax: ' in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_cli_without_a_checkpoint_or_with_other_keypoints(run, smoke_data_dir, tmp_path):
   _, _, _, workdir = run
   image = tmp_path / 'p.png'
@@ -183,6 +187,7 @@ def _drawn_person(height):
   return cv2.GaussianBlur(image, (5, 5), 0)
 
 
+@pytest.mark.slow
 def test_hog_finds_a_drawn_person(run, tmp_path):
   """OpenCV's detector boxes the figure, and the CLI predicts inside the box."""
   from posejax.inference import media

@@ -33,6 +33,7 @@ def _model(name, preset, keypoints=17):
     ('resnet101_imagenet_torchvision', 'simple_baseline', 'r101', 17, (256, 192)),
     ('resnet152_imagenet_torchvision', 'simple_baseline', 'r152', 17, (256, 192)),
 ])
+@pytest.mark.slow
 def test_every_tensor_of_the_imagenet_layout_is_loaded_or_named(
     listing, name, preset, keypoints, size):
   state_dict = reference_layouts.random_state_dict(listing)
@@ -63,6 +64,7 @@ def test_every_tensor_of_the_imagenet_layout_is_loaded_or_named(
                                 state_dict['bn1.running_var'])
 
 
+@pytest.mark.slow
 def test_wrong_checkpoints_stop_with_the_keys():
   size = (256, 192)
   w48 = _model('hrnet', 'w48')
@@ -109,6 +111,7 @@ def test_files_npz_safetensors_truncated_and_missing(tmp_path):
     imagenet.read_state_dict(str(tmp_path / 'nope.pth'), 'simple_baseline')
 
 
+@pytest.mark.slow
 def test_convert_command_writes_what_the_loader_reads(tmp_path):
   torch = pytest.importorskip('torch')
   state_dict = reference_layouts.random_state_dict('resnet50_imagenet_torchvision')
@@ -148,6 +151,7 @@ def _smoke_imagenet_state_dict(config, seed=0):
   return state_dict
 
 
+@pytest.mark.slow
 def test_recipe_trains_from_an_imagenet_checkpoint_through_main(tmp_path):
   from recipe_configs import load_config
   config = load_config('hrnet_coco', 'smoke')

@@ -55,6 +55,7 @@ def smoke(name: str, variant: str = ''):
 
 # ------------------------------------------------------------- at real size
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, variant', RECIPES)
 def test_recipe_builds_its_network_and_pipeline(name, variant, fixtures):
   from posejax import experiment
@@ -157,6 +158,7 @@ def _untrained(name: str, variant: str, on_fixtures):
 STEPPED = sorted({(name, '') for name, _ in RECIPES} | {('cpm_fashionai', 'all')})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, variant', STEPPED)
 def test_recipe_takes_a_training_step(name, variant, fixtures):
   from posejax import losses
@@ -177,14 +179,19 @@ def test_recipe_takes_a_training_step(name, variant, fixtures):
 
 
 def _evaluate(setup, variables, workdir, **eval_overrides):
-  """evaluator.evaluate with some eval fields changed for this call only."""
+  """evaluator.evaluate with some eval fields changed for this call only
+  (and the codec built anew from them: eval.flip_shift is the codec's)."""
+  from posejax import codecs
   from posejax.evaluation import evaluator
   before = {k: setup.config.eval[k] for k in eval_overrides}
+  codec = setup.codec
   setup.config.eval.update(eval_overrides)
+  setup.codec = codecs.codec_from_config(setup.config)
   try:
     metrics = evaluator.evaluate(setup, variables, str(workdir), 1)
   finally:
     setup.config.eval.update(before)
+    setup.codec = codec
   with open(os.path.join(workdir, 'eval', 'step_1', 'metrics.json')) as f:
     written = json.load(f)
   assert {k: written[k] for k in metrics} == metrics
@@ -202,6 +209,7 @@ class _ImageWriter:
     self.images.update({(step, k): np.asarray(v) for k, v in images.items()})
 
 
+@pytest.mark.slow
 def test_coco_recipe_evaluates_with_ground_truth_boxes(fixtures, tmp_path):
   from posejax.evaluation import evaluator
   setup, state, _ = _initialised('hrnet_coco', '', fixtures)
@@ -225,6 +233,7 @@ def test_coco_recipe_evaluates_with_ground_truth_boxes(fixtures, tmp_path):
   assert written['num_instances'] == 4  # the annotated val people
 
 
+@pytest.mark.slow
 def test_coco_recipe_evaluates_detections_with_rescoring_and_oks_nms(fixtures, tmp_path):
   from posejax.data import pipeline
   from posejax.evaluation import detections
@@ -258,6 +267,7 @@ def test_coco_recipe_evaluates_detections_with_rescoring_and_oks_nms(fixtures, t
   assert sorted(r['image_id'] for r in results) == [1, 1, 2]
 
 
+@pytest.mark.slow
 def test_official_variant_evaluates_through_the_real_path(fixtures, tmp_path):
   from posejax import experiment
   _, state, _ = _initialised('hrnet_coco', '', fixtures)  # the same network
@@ -316,6 +326,7 @@ def test_postprocess_rescores_and_merges_near_duplicates():
                         'AUC@0.1/blur'}),
     ('hourglass_facial_keypoints', '', {'RMSE', 'RMSE/nose_tip'}),
 ])
+@pytest.mark.slow
 def test_recipe_evaluates_with_its_native_metric(name, variant, expected, fixtures,
                                                  tmp_path):
   setup, variables = _untrained(name, variant, fixtures)
@@ -342,6 +353,7 @@ def test_recipe_evaluates_with_its_native_metric(name, variant, expected, fixtur
     ('hrnet_wflw', '300w', {'NME': 0.0, 'FR@0.1': 0.0, 'AUC@0.1': 1.0}),
     ('hourglass_facial_keypoints', '', {'RMSE': 0.0, 'RMSE/left_eye_center': 0.0}),
 ])
+@pytest.mark.slow
 def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fixtures):
   from posejax import experiment
   from posejax.data import pipeline
@@ -372,6 +384,7 @@ def test_ground_truth_as_predictions_scores_perfectly(name, variant, perfect, fi
 
 # ----------------------------------------------------------- early stopping
 
+@pytest.mark.slow
 def test_cpm_recipe_stops_early_and_scores_the_kept_state(fixtures, tmp_path,
                                                            monkeypatch):
   from posejax import experiment
@@ -402,6 +415,7 @@ def test_cpm_recipe_stops_early_and_scores_the_kept_state(fixtures, tmp_path,
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['8']
 
 
+@pytest.mark.slow
 def test_validation_loss_is_the_mean_over_instances_without_padding(fixtures):
   from posejax import sharding
   from posejax import train

@@ -79,6 +79,7 @@ def test_no_import_cycle_among_posejax_modules():
     assert not imported & commands, (module, imported & commands)
 
 
+@pytest.mark.slow
 def test_every_module_imports():
   modules = sorted(m for m in _modules() if not m.endswith('__main__'))
   code = 'import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)'
@@ -88,6 +89,7 @@ def test_every_module_imports():
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_step_and_prediction_import_without_tensorflow():
   code = ('import sys\n'
           'import posejax.train_step, posejax.predict, posejax.geometry, '
@@ -104,6 +106,7 @@ def _run(*args, timeout=120):
   return run_python(*args, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_eval_without_checkpoint_says_so_before_building_data(tmp_path):
   data_dir = tmp_path / 'tfds'
   proc = _run('-m', 'posejax.eval', '--config=configs/synthetic.py:smoke',

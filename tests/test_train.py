@@ -49,6 +49,7 @@ _SHARDED_STEP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_train_step_on_8_devices_matches_1_device():
   proc = run_python('-c', _SHARDED_STEP, timeout=600,
                     env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
@@ -66,6 +67,7 @@ def _config(smoke_config, data_dir, **train_overrides):
   return config
 
 
+@pytest.mark.slow
 def test_restart_reaches_the_same_parameters(smoke_config, smoke_builder, smoke_data_dir, tmp_path):
   import jax
   from posejax import experiment
@@ -89,6 +91,7 @@ def test_restart_reaches_the_same_parameters(smoke_config, smoke_builder, smoke_
   assert moved, 'steps 4-6 did not change the parameters'
 
 
+@pytest.mark.slow
 def test_training_batches_resume_exactly(smoke_config, smoke_builder, smoke_data_dir):
   from posejax.data import pipeline
   config = _config(smoke_config, smoke_data_dir)
@@ -108,6 +111,7 @@ def _run(module, *args, timeout=300):
   return run_python('-m', module, *args, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_smoke_config_runs_main_and_eval(smoke_builder, smoke_data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   common = ['--config=configs/synthetic.py:smoke', f'--workdir={workdir}',
@@ -138,6 +142,7 @@ def test_smoke_config_runs_main_and_eval(smoke_builder, smoke_data_dir, tmp_path
     ('--config.model.widht=3', 'widht'),
     ('--config.dataset.config=2017', 'manual_dir'),
 ])
+@pytest.mark.slow
 def test_bad_config_fails_before_compiling(override, message, tmp_path):
   proc = _run('posejax.main', '--config=configs/synthetic.py:smoke',
               f'--workdir={tmp_path}', f'--config.dataset.data_dir={tmp_path}/d', override,
@@ -146,6 +151,7 @@ def test_bad_config_fails_before_compiling(override, message, tmp_path):
   assert message in proc.stderr
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_and_keeps_good_checkpoints(
     smoke_config, smoke_builder, smoke_data_dir, tmp_path):
   from posejax import train
@@ -167,6 +173,7 @@ def test_non_finite_loss_stops_training_and_keeps_good_checkpoints(
     ('hourglass', dict(num_stacks=2)),
     ('cpm', {}),
 ])
+@pytest.mark.slow
 def test_every_network_trains_from_its_config(
     variant, stages, smoke_config, smoke_data_dir):
   import jax
@@ -192,6 +199,7 @@ def test_every_network_trains_from_its_config(
   assert all(jax.tree.leaves(moved)), moved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ['udp', 'offsets', 'offsets,ohkm', 'quarter,ohkm'])
 def test_every_codec_trains_and_evaluates(variant, smoke_config, smoke_data_dir, tmp_path):
   """Each codec and the hard keypoint mining, selected by a config variant,
@@ -216,6 +224,7 @@ def test_every_codec_trains_and_evaluates(variant, smoke_config, smoke_data_dir,
   assert (tmp_path / 'eval' / 'step_2' / 'stages.png').exists()
 
 
+@pytest.mark.slow
 def test_periodic_evaluations_compile_their_functions_once(
     smoke_config, smoke_data_dir, tmp_path):
   """Three evaluations and three validation losses in one run: one compile

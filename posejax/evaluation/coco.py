@@ -288,7 +288,7 @@ def oks_nms(results_for_one_image: Sequence[Mapping[str, Any]],
 
 
 def score(predictions, spec: KeypointSpec, ground_truth) -> dict[str, float]:
-  """The 'coco' metric of `evaluate`: pycocotools OKS AP/AR, and box PCK@0.1.
+  """The 'coco' metric of `evaluation.METRICS`: pycocotools OKS AP/AR, and box PCK@0.1.
 
   `ground_truth()` gives the eval split's annotations as a COCO dict: AP is
   computed against every annotation, so that missed people count. With

@@ -253,7 +253,7 @@ def kaggle_rmse(pred: np.ndarray,
 
 
 def score_nme(predictions, spec, ground_truth) -> dict[str, float]:
-  """The 'nme' metric of `evaluate`: NME and FR@0.1 in percent, AUC@0.1.
+  """The 'nme' metric of `evaluation.METRICS`: NME and FR@0.1 in percent, AUC@0.1.
 
   On WFLW (predictions with `extras['attributes']`) also per attribute
   subset ('NME/pose', 'FR@0.1/pose', ...). The eye corners follow the
@@ -276,7 +276,7 @@ def score_nme(predictions, spec, ground_truth) -> dict[str, float]:
 
 
 def score_rmse(predictions, spec, ground_truth) -> dict[str, float]:
-  """The 'rmse' metric of `evaluate`: RMSE and RMSE/<keypoint>, in pixels."""
+  """The 'rmse' metric of `evaluation.METRICS`: RMSE and RMSE/<keypoint>, in pixels."""
   del ground_truth
   rmse = kaggle_rmse(predictions.keypoints, predictions.gt_keypoints,
                      predictions.visibility)

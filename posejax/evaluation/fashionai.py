@@ -151,7 +151,7 @@ def fashionai_ne(pred: np.ndarray,
 
 
 def score(predictions, spec, ground_truth) -> dict[str, float]:
-  """The 'fashionai_ne' metric of `evaluate`: NE and NE/<category>, percent."""
+  """The 'fashionai_ne' metric of `evaluation.METRICS`: NE and NE/<category>, percent."""
   del spec, ground_truth
   categories = np.asarray(keypoints_lib.FASHIONAI_CATEGORIES)[
       predictions.extras['category']]

@@ -174,7 +174,7 @@ def mpii_pckh(pred: np.ndarray,
 
 
 def score(predictions, spec, ground_truth) -> dict[str, float]:
-  """The 'pckh' metric of `evaluate`: PCKh@0.5 and @0.1 from `extras['head_box']`.
+  """The 'pckh' metric of `evaluation.METRICS`: PCKh@0.5 and @0.1 from `extras['head_box']`.
 
   Official means (`PCKh@0.5`), per group (`PCKh@0.5/Wrist`) and over all
   joints (`PCKh@0.5/Mean_all`). People without a head box are not scored.

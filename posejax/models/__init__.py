@@ -3,7 +3,7 @@
 Every network takes NHWC float images (see `common.model_inputs`) and
 returns a list of float32 output tensors, one per supervised stage, with the
 codec's channels per keypoint (heatmaps, or disks and offsets;
-posejax/codecs.py).
+posejax/codecs/).
 
 Adding a network: its module (a Linen class with a `num_keypoints` field and
 a `dtype`, returning the list above) and one `NETWORKS` entry; `build_model`,

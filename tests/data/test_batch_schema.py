@@ -1,10 +1,12 @@
 """The pipeline's batches are the declared schema (posejax/batches.py)."""
 
 import numpy as np
+import pytest
 
 from posejax import batches
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_batches_match_the_schema(smoke_config, smoke_builder):
   from posejax import data
   from posejax.data import pipeline

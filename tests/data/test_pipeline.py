@@ -60,6 +60,7 @@ def test_box_crop_maps_back_with_the_inverse():
   np.testing.assert_allclose(corners, [[-0.5, -0.5], [95.5, 127.5]], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_flip_mirrors_the_crop_and_swaps_left_and_right(
     smoke_config, smoke_builder, smoke_data_dir):
   from posejax import keypoints as keypoints_lib
@@ -133,6 +134,7 @@ def test_training_reads_only_the_crops_window(box, rotation, flip):
       assert windowed.max() == 0
 
 
+@pytest.mark.slow
 def test_training_crops_ignore_xla_flags_meant_for_jax(smoke_builder, smoke_data_dir):
   """TensorFlow's XLA (which compiles the training crops) aborts on a flag it
   does not know; flags in $XLA_FLAGS are JAX's and do not reach it."""

@@ -28,6 +28,7 @@ def test_outputs_per_stack_and_parameter_count(preset, stacks, params):
   assert all(o.dtype == jnp.float32 for o in outputs)
 
 
+@pytest.mark.slow
 def test_the_encoder_stays_at_an_eighth_with_dilated_convolutions():
   """64 -> 32 -> 32 -> 32 for a 256 input: layer3 and layer4 dilate."""
   model = models.build_model(dict(name='asymmetric_hourglass', num_stacks=1), 3)

@@ -14,6 +14,8 @@ import pytest
 from posejax.models import cpm
 from posejax.models import hrnet
 
+pytestmark = pytest.mark.torch
+
 torch = pytest.importorskip('torch')
 F = torch.nn.functional
 nn = torch.nn

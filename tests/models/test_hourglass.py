@@ -209,6 +209,7 @@ def test_initialisation_is_pytorch_default():
   assert set(params['skip_layer']) == {'conv'}
 
 
+@pytest.mark.slow
 def test_bfloat16_train_step_returns_float32(small_variables):
   # One compile covers both bf16 compute and train mode.
   model = _small_model(dtype=jnp.bfloat16)

@@ -45,6 +45,7 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('preset,expected', [('w32', 28_536_113),
                                              ('w48', 63_595_745)])
 def test_parameter_count_matches_official(preset, expected):
@@ -319,6 +320,7 @@ def test_build_model_unknown_preset_and_dtype():
     models.build_model(dict(name='hrnet', dtype='float64'), 17)
 
 
+@pytest.mark.slow
 def test_models_import_without_tensorflow():
   # Everything a GPU benchmark or a checkpoint import needs stays TF-free.
   code = ('import sys, posejax.models, posejax.codecs, posejax.losses, '

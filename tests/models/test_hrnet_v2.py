@@ -39,6 +39,7 @@ def _torch_shape(shape):
   return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('num_keypoints,expected', [(98, 9_662_528),
                                                     (68, 9_654_398)])
 def test_parameter_count_matches_official(num_keypoints, expected):

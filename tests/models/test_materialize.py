@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 
 def _run(code: str, *args: str, **env) -> str:
@@ -61,6 +62,7 @@ def test_programs_restart_with_huge_pages_where_they_help():
   assert run(POSEJAX_KEEP_MALLOC='1') == (False, None)
 
 
+@pytest.mark.slow
 def test_barriers_survive_to_the_compiled_train_graph():
   # Without them XLA:CPU recomputes a residual stream in every consumer.
   out = _run("""

@@ -20,6 +20,8 @@ torch = pytest.importorskip('torch')
 import test_torch_equivalence_hrnet as hrnet_reference  # pylint: disable=g-import-not-at-top
 import test_torch_equivalence_sb_hg as resnet_reference  # pylint: disable=g-import-not-at-top
 
+pytestmark = pytest.mark.torch
+
 TOLERANCE = 1e-4
 
 
@@ -64,6 +66,7 @@ def _check(model, module, name, key_fn, axes_fn, head_prefixes, classifier, size
   assert float(np.abs(np.asarray(other) - np.asarray(ours[-1])).max()) > 10 * TOLERANCE
 
 
+@pytest.mark.slow
 def test_hrnet_backbone_from_a_cls_hrnet_state_dict():
   sizes = dict(stem_width=16, stage1_blocks=2, widths=(8, 16, 32), num_modules=(1, 2),
                num_blocks=2)
@@ -76,6 +79,7 @@ def test_hrnet_backbone_from_a_cls_hrnet_state_dict():
          (64, 48))
 
 
+@pytest.mark.slow
 def test_resnet_backbone_from_a_torchvision_state_dict():
   kwargs = dict(width=4, deconv_features=(8, 6, 10), deconv_kernels=(4, 3, 2))
   torch.manual_seed(0)

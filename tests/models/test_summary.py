@@ -79,6 +79,7 @@ def test_defaults_and_parsing():
     summary.summarize('cpm:cpm7', flops='none')
 
 
+@pytest.mark.slow
 def test_command_line_one_model():
   out = subprocess.run(
       [sys.executable, '-m', 'posejax.models.summary', '--model=cpm:cpm6',
@@ -93,6 +94,7 @@ def test_command_line_one_model():
   assert np.isclose(expected, 31.3e6, rtol=0.01)
 
 
+@pytest.mark.slow
 def test_summary_imports_no_tensorflow():
   code = ('import sys, posejax.models.summary; '
           'assert "tensorflow" not in sys.modules, "tensorflow imported"')

@@ -27,6 +27,8 @@ _TOL = 1e-4
 from torch_reference import (  # noqa: E402
     TorchBasicBlock, TorchHRModule, TorchPoseHRNet, projection)
 
+pytestmark = pytest.mark.torch
+
 
 # ------------------------------------------------------------ helpers
 
@@ -82,6 +84,7 @@ def _nhwc(t):
 
 # ------------------------------------------------------------ tests
 
+@pytest.mark.slow
 def test_basic_block_with_projection_matches_pytorch():
   block = common.BasicBlock(12, strides=2, downsample=True)
   x = np.random.default_rng(1).standard_normal((2, 10, 8, 6)).astype(np.float32)
@@ -92,6 +95,7 @@ def test_basic_block_with_projection_matches_pytorch():
   np.testing.assert_allclose(ours, _nhwc(theirs), atol=_TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_fusion_module_matches_pytorch():
   widths = (4, 8, 16)
   module = hrnet.HighResolutionModule(widths, num_blocks=1)
@@ -107,6 +111,7 @@ def test_fusion_module_matches_pytorch():
     np.testing.assert_allclose(a, _nhwc(b), atol=_TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_whole_narrow_hrnet_matches_pytorch():
   sizes = dict(stem_width=16, stage1_blocks=2, widths=(8, 16, 32),
                num_modules=(1, 2), num_blocks=2)

@@ -30,6 +30,8 @@ from torch_reference import (  # noqa: E402
     TorchBottleneck, TorchConv, TorchHourglass, TorchPoseNet, TorchPoseResNet,
     TorchResidual, projection)
 
+pytestmark = pytest.mark.torch
+
 
 # --- Weight transfer ---------------------------------------------------------
 
