@@ -4,7 +4,7 @@ r"""HRNet on generated figures with the 17 COCO keypoints: the quickstart.
 
 Target: OKS AP >= 0.70 on the synthetic val split within 10 minutes on a
 2-core CPU; measured 0.761 in 7 min 45 s (2-core x86, from an empty data
-dir) and 0.757 in 2 min 34 s (2-core Zen 5 EPYC); README, Results.
+dir) and 0.757 in 2 min 34 s (2-core Zen 5 EPYC); docs/results.md.
 
 Beyond the base: 5,000 train / 500 val generated figures (made on first
 use), a narrow HRNet at 128x96, sigma 1.5 with DARK decoding, light scale

@@ -22,7 +22,7 @@ MEASURED_JAXLIB = frozenset({(0, 10)})
 def _set_cpu_xla_defaults() -> None:
   """Picks XLA:CPU settings that make the convolutional train step fast.
 
-  Two settings (their effect is measured in README.md, "CPU speed"):
+  Two settings (their effect is measured in docs/performance.md, "CPU speed"):
   * With jaxlib 0.10, XLA:CPU hands each convolution to YNNPACK; for the
     convolutions of these networks (and their gradients) its path without
     YNNPACK is faster.
@@ -69,7 +69,7 @@ def restart_with_huge_pages() -> None:
   end. glibc maps such a block afresh each time, so the kernel faults in and
   zeroes it 4 KiB at a time, a sizeable part of the step's CPU time. With the
   tunable `glibc.malloc.hugetlb=1` malloc asks for 2 MiB pages instead
-  (measured in README.md, "CPU speed").
+  (measured in docs/performance.md, "CPU speed").
 
   Tunables are read when a process starts, so the program is executed anew
   with `GLIBC_TUNABLES` extended; the command-line entry points call this

@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
       prefetch=2,
       # Decode each training image once and keep it in host memory (about
       # 0.9 MB per 640x480 image; ~52 GB for COCO's people): about 3x the
-      # crops/s per core of reading JPEGs (README.md, "Input pipeline").
+      # crops/s per core of reading JPEGs (docs/performance.md, "Input pipeline").
       cache_decoded_images=False,
   ))
 

@@ -245,7 +245,7 @@ def materialize(x: jax.Array) -> jax.Array:
   it could not fuse: the cost grows with the square of the depth. An
   optimization barrier stops fusion at the activation, which the convolution
   reads from memory anyway: the CPU train step and its compilation get much
-  faster (measured in README.md, "CPU speed"). `import posejax` keeps
+  faster (measured in docs/performance.md, "CPU speed"). `import posejax` keeps
   barriers until fusion on CPU
   (`--xla_disable_hlo_passes=cse_barrier_expander`). Other backends fuse
   differently and get `x` unchanged.

@@ -156,7 +156,7 @@ def _transposed_conv_fwd(x, kernel, strides, low, output_padding):
 def _transposed_conv_bwd(strides, low, output_padding, residuals, dy):
   # Autodiff would take the kernel gradient as a convolution that is both
   # input- and window-dilated, which XLA:CPU runs on a slow generic path
-  # (many times the forward's time; README.md, Train step speed). The layer
+  # (many times the forward's time; docs/performance.md, "Train step speed"). The layer
   # is linear in x, so with
   # down(.; kernel) its transpose (a plain strided convolution),
   # <dy, up(x; kernel)> = <down(dy; kernel), x>: the kernel gradient is the

@@ -106,7 +106,7 @@ def _options():
   # thread re-optimises this pipeline's model every so often, on up to two
   # cores, time taken from the train step; and an iterator waits for its pass
   # in flight to finish before it can be destroyed (seen as a long pause after
-  # the quickstart's final eval; README.md, Results).
+  # the quickstart's final eval; docs/results.md).
   options.autotune.enabled = False
   return options
 
