@@ -108,6 +108,17 @@ def base_config() -> ml_collections.ConfigDict:
       # 0.9 MB per 640x480 image; ~52 GB for COCO's people): about 3x the
       # crops/s per core of reading JPEGs (docs/performance.md, "Input pipeline").
       cache_decoded_images=False,
+      # Whole images (bottom-up codecs; posejax/data/pipeline/whole_image.py):
+      # people kept per image (more are dropped, counted in the log), and
+      # HigherHRNet's training augmentation: the shorter side scaled by a
+      # uniform factor in `whole_image_scale`, a uniform rotation up to
+      # `whole_image_rotation` degrees, a shift up to `whole_image_translate`
+      # input pixels per axis (at 512; proportionally at other sizes), and
+      # the flip above.
+      max_people=30,
+      whole_image_scale=(0.75, 1.5),
+      whole_image_rotation=30.0,
+      whole_image_translate=40.0,
   ))
 
   c.codec = ml_collections.ConfigDict(dict(
@@ -124,6 +135,23 @@ def base_config() -> ml_collections.ConfigDict:
       # 'centred' (posejax's heatmap grid) or 'official' (the grid of networks
       # trained by the official HRNet and SimpleBaselines code).
       grid='centred',
+      # Associative embedding ('associative_embedding', bottom-up;
+      # posejax/codecs/embedding.py and grouping.py): the tag loss weights,
+      # then decoding: heatmaps averaged over the last `decode_outputs`
+      # outputs, grouped at the input's resolution (`project_to_input`) or
+      # the first output's, keypoint NMS window, thresholds, the quarter-
+      # pixel adjustment and the search for missing joints; the order joints
+      # are grouped in (None: COCO's for 17 keypoints, else index order).
+      pull_weight=1e-3,
+      push_weight=1e-3,
+      decode_outputs=1,
+      project_to_input=True,
+      nms_kernel=5,
+      detection_threshold=0.1,
+      tag_threshold=1.0,
+      adjust=True,
+      refine_missing=True,
+      joint_order=config_dict.placeholder(tuple),
   ))
 
   c.model = ml_collections.ConfigDict(dict(

@@ -66,7 +66,6 @@ class Setup:
     from posejax import data  # pylint: disable=g-import-not-at-top
     config_lib.validate(config)
     self.config = config
-    self.codec = codecs.codec_from_config(config)
     self.loss = losses.loss_from_config(config.loss)
     self.mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.train.global_batch_size, self.mesh,
@@ -74,6 +73,7 @@ class Setup:
     sharding.check_batch_size(config.eval.batch_size, self.mesh, 'eval.batch_size')
     self.builder = data.get_builder(config.dataset, prepare=False)
     self.spec = data.keypoint_spec(self.builder)
+    self.codec = codecs.codec_from_config(config, self.spec.num_keypoints)
     # K output channels per keypoint and stage (3 for offset voting).
     self.model = models.build_model(config.model,
                                     self.spec.num_keypoints * self.codec.channels)

@@ -104,3 +104,48 @@ def loss_from_config(loss_config) -> Loss:
   stage_weights = loss_config.stage_weights
   return Loss(stage_weights=None if stage_weights is None else tuple(stage_weights),
               ohkm_topk=loss_config.ohkm_topk, ohkm_scope=loss_config.ohkm_scope)
+
+
+def masked_heatmap_mse_per_joint(pred: jax.Array, target: jax.Array,
+                                 mask: jax.Array) -> jax.Array:
+  """(B, K) MSE of (B, H, W, K) maps over the pixels `mask` (B, H, W) keeps.
+
+  The bottom-up heatmap loss of HigherHRNet (and associative embedding):
+  every keypoint's map is supervised, an absent one toward zero; pixels of
+  ignored regions (crowds, people without keypoints) count as zero error.
+  Not halved, averaged over all pixels, as the official `HeatmapLoss`.
+  """
+  diff = (pred.astype(jnp.float32) - target) * mask[..., None]
+  return jnp.mean(diff**2, axis=(1, 2))
+
+
+def tag_pull_push(tags: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The associative-embedding grouping loss per image (Newell et al. 2017).
+
+  Args:
+    tags: (B, P, K, L) the predicted tags at every person's keypoints.
+    valid: (B, P, K) whether each keypoint is labelled and on the map.
+
+  Returns:
+    (pull, push), each (B,): pull, each person's squared tag distance to
+    their mean tag, averaged over their keypoints and over the people; push,
+    exp(-d^2) of the squared distance between every two people's mean
+    tags, averaged over ordered pairs and halved; both 0 without people
+    (push also with one), as the official HigherHRNet `AELoss` ('exp').
+  """
+  tags = tags.astype(jnp.float32)
+  v = valid.astype(jnp.float32)
+  count = v.sum(-1)  # (B, P)
+  person = (count > 0).astype(jnp.float32)
+  mean = (tags * v[..., None]).sum(2) / jnp.maximum(count, 1.0)[..., None]
+  spread = (((tags - mean[:, :, None]) ** 2) * v[..., None]).sum((2, 3))
+  # The official code averages over the tag dimensions too.
+  spread = spread / (jnp.maximum(count, 1.0) * tags.shape[-1])
+  people = person.sum(-1)
+  pull = (spread * person).sum(-1) / jnp.maximum(people, 1.0)
+  distance = ((mean[:, :, None] - mean[:, None]) ** 2).sum(-1)  # (B, P, P)
+  pair = person[:, :, None] * person[:, None]
+  push = (jnp.exp(-distance) * pair).sum((1, 2)) - people
+  push = jnp.where(people > 1, 0.5 * push / jnp.maximum((people - 1) * people, 1.0),
+                   0.0)
+  return pull, push

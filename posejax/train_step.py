@@ -90,7 +90,7 @@ def train_step(state: TrainState, batch: batches.TrainBatch, *, model, codec,
                tx, loss: losses.Loss):
   """One optimisation step on a global batch; returns the state and metrics."""
   images = common.model_inputs(model, batch['image'])
-  targets, weights = codec.encode(batch['keypoints'], batch['visibility'])
+  targets, weights = codec.encode_batch(batch)
 
   def loss_fn(params):
     outputs, new_model_state = model.apply(

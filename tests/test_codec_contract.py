@@ -2,8 +2,12 @@
 
 The cases come from `codecs.CODECS` (and, for the heatmap family, each of its
 grids and refinements): a codec added to the table is checked here without
-a line of this file changing.
+a line of this file changing. Top-down codecs see one person per row
+(B, K, 2); bottom-up ones (`Codec.bottom_up`) every person of an image
+(B, P, K, 2), and decode through grouping into people.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +43,7 @@ def _codec(name, fields) -> base.Codec:
   config.codec.update(name=name, **fields)
   if config.codec.grid == 'udp':
     config.input.crop = 'udp'
-  return codecs.codec_from_config(config)
+  return codecs.codec_from_config(config, 17)
 
 
 def _keypoints(codec, seed=0, n=4):
@@ -52,12 +56,23 @@ def _keypoints(codec, seed=0, n=4):
   return jnp.asarray((xy + 0.5) * stride - 0.5, jnp.float32)
 
 
-CASES = _cases()
-IDS = [f'{n}-{"-".join(f.values())}' if f else n for n, f in CASES]
+def _is_bottom_up(case):
+  return _codec(*case).bottom_up
 
 
-@pytest.fixture(params=CASES, ids=IDS)
+ALL_CASES = _cases()
+CASES = [c for c in ALL_CASES if not _is_bottom_up(c)]
+BOTTOM_UP_CASES = [c for c in ALL_CASES if _is_bottom_up(c)]
+_ids = lambda cases: [f'{n}-{"-".join(f.values())}' if f else n for n, f in cases]
+
+
+@pytest.fixture(params=CASES, ids=_ids(CASES))
 def codec(request):
+  return _codec(*request.param)
+
+
+@pytest.fixture(params=BOTTOM_UP_CASES, ids=_ids(BOTTOM_UP_CASES))
+def bottom_up_codec(request):
   return _codec(*request.param)
 
 
@@ -148,3 +163,114 @@ def test_outputs_of_another_size_are_a_clear_error(codec):
   wrong = jnp.zeros((4, h // 2, w // 2, SPEC.num_keypoints * codec.channels))
   with pytest.raises(ValueError, match='codec.stride'):
     codec.joint_losses(wrong, targets, weights)
+
+
+# ---------------------------------------------------------------- bottom-up
+
+def _people(codec, seed=0, n=2):
+  """(n, 2, K, 2): two people per image, one in each half of the input."""
+  one = np.array(_keypoints(codec, seed, 2 * n)).reshape(n, 2, -1, 2)
+  half = INPUT[1] / 2
+  x = one[..., 0] / INPUT[1] * (half - 24) + 12
+  one[..., 0] = x + np.asarray([0, half])[None, :, None]
+  return jnp.asarray(one, jnp.float32)
+
+
+def _group(codec, outputs, flip_index=None, flipped=None):
+  from posejax.codecs import grouping
+  combined = codec.combine(outputs)
+  if flipped is not None:
+    combined = codec.merge_flipped(combined, codec.combine(flipped), flip_index)
+  candidates = jax.device_get(codec.decode(combined))
+  found = []
+  for i in range(len(candidates['value'])):
+    people = grouping.group({k: v[i] for k, v in candidates.items()}, codec.order(),
+                            codec.detection_threshold, codec.tag_threshold,
+                            codec.max_people, codec.adjust)
+    found.append(dataclasses.replace(people, keypoints=np.asarray(codec.to_input(
+        people.keypoints, combined[0].shape[1:3]))))
+  return found
+
+
+def test_bottom_up_round_trip_finds_every_person(bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  visibility = jnp.full(people.shape[:3], 2)
+  targets, weights = codec.encode(people, visibility)
+  assert weights.shape == people.shape[:3]
+  output = codec.ideal_output(targets)
+  h, w = codec.output_size
+  assert output.shape == (2, h, w, SPEC.num_keypoints * codec.channels)
+  for image, found in zip(np.asarray(people), _group(codec, [output])):
+    assert len(found) == 2
+    # Each found person is one of the image's, every keypoint within bound.
+    order = np.argsort(found.keypoints[:, 0, 0])
+    error = np.abs(found.keypoints[order] - image)
+    assert error.max() <= codec.round_trip_bound + 1e-4
+    assert np.all(found.scores > 0.5)
+
+
+def test_bottom_up_losses_vanish_on_exact_targets(bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  visibility = jnp.full(people.shape[:3], 2)
+  targets, weights = codec.encode(people, visibility)
+  exact = codec.ideal_output(targets)
+  wrong = codec.ideal_output(codec.encode(_people(codec, seed=1), visibility)[0])
+  stages = train_step.stage_losses(codec, [exact, wrong], targets, weights)
+  for joint in stages:
+    assert joint.shape == (2, SPEC.num_keypoints)
+  assert float(stages[0].max()) < 1e-3
+  assert float(stages[1].min()) > float(stages[0].max())
+  # An output without tags (a higher-resolution head) is scored on its
+  # heatmaps at its own resolution.
+  h, w = codec.output_size
+  finer = jnp.zeros((2, 2 * h, 2 * w, SPEC.num_keypoints))
+  assert codec.joint_losses(finer, targets, weights).shape == (2, SPEC.num_keypoints)
+  grad = jax.grad(lambda o: losses.Loss()(
+      [codec.joint_losses(o, targets, weights)]))(wrong)
+  assert np.all(np.isfinite(grad)) and float(jnp.abs(grad[..., 17:]).max()) > 0
+
+
+def test_bottom_up_ignored_regions_cost_nothing(bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  visibility = jnp.full(people.shape[:3], 2)
+  wrong = codec.ideal_output(codec.encode(_people(codec, seed=1), visibility)[0])
+  everywhere = jnp.ones((2, *INPUT), jnp.uint8)
+  targets, weights = codec.encode(people, visibility, everywhere)
+  heatmap_only = codec.joint_losses(wrong[..., :SPEC.num_keypoints], targets, weights)
+  np.testing.assert_allclose(heatmap_only, 0.0, atol=1e-7)
+
+
+def test_bottom_up_flip_merge_of_consistent_outputs_finds_the_same_people(
+    bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  visibility = jnp.full(people.shape[:3], 2)
+  output = codec.ideal_output(codec.encode(people, visibility)[0])
+  mirrored = base.flip_keypoints(people, visibility, INPUT[1], SPEC.flip_index)
+  of_mirrored = codec.ideal_output(codec.encode(*mirrored)[0])
+  plain = _group(codec, [output])
+  merged = _group(codec, [output], SPEC.flip_index, [of_mirrored])
+  for a, b in zip(plain, merged):
+    assert len(a) == len(b) == 2
+    np.testing.assert_allclose(np.sort(a.keypoints, 0), np.sort(b.keypoints, 0),
+                               atol=1e-4)
+
+
+def test_bottom_up_maps_for_pictures(bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  output = codec.ideal_output(codec.encode(people, jnp.full(people.shape[:3], 2))[0])
+  assert codec.maps(output).shape == (2, *codec.output_size, SPEC.num_keypoints)
+  assert codec.tag_maps(output).shape == (2, *codec.output_size, SPEC.num_keypoints)
+
+
+def test_bottom_up_outputs_that_do_not_divide_the_input_are_a_clear_error(
+    bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  targets, weights = codec.encode(people, jnp.full(people.shape[:3], 2))
+  with pytest.raises(ValueError, match='does not divide the input'):
+    codec.joint_losses(jnp.zeros((2, 7, 5, 34)), targets, weights)

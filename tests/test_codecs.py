@@ -197,9 +197,9 @@ def test_udp_grid_needs_the_udp_crop():
       codec=dict(name='heatmap', stride=4, sigma=2.0, refine='dark', grid='udp'),
       input=dict(size=(64, 48), crop='centred'), eval=dict(flip_shift=False)))
   with pytest.raises(ValueError, match="UDP's heatmap grid and crop go together"):
-    codecs.codec_from_config(config)
+    codecs.codec_from_config(config, 17)
   config.input.crop = 'udp'
-  assert codecs.codec_from_config(config).grid == 'udp'
+  assert codecs.codec_from_config(config, 17).grid == 'udp'
 
 
 def _as_output(codec, targets, confidence=8.0):

@@ -31,7 +31,7 @@ def test_a_bfloat16_step_matches_float32(smoke_config, variant):
   from posejax import train_step
   config = smoke_config(variant)
   mesh = sharding.make_mesh(types.SimpleNamespace(data=1), jax.devices()[:1])
-  codec = codecs.codec_from_config(config)
+  codec = codecs.codec_from_config(config, 17)
   size = tuple(config.input.size)
   rng = np.random.default_rng(0)
   batch = {

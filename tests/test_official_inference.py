@@ -118,7 +118,7 @@ def _official_config():
 
 def _posejax_predictions(output, output_flipped, centers, scales):
   config = _official_config()
-  codec = codecs.codec_from_config(config)
+  codec = codecs.codec_from_config(config, 17)
   heatmaps = jnp.asarray(output.transpose(0, 2, 3, 1))
   if output_flipped is not None:
     heatmaps = codec.merge_flipped(
@@ -171,7 +171,7 @@ def test_official_variant_matches_the_official_post_processing(flip):
   # decoding moves them.
   own = codecs.HeatmapCodec(INPUT, 4, 2.0, refine='quarter', grid='official')
   own_keypoints, _ = own.decode(jnp.asarray(output.transpose(0, 2, 3, 1)))
-  official_keypoints, _ = codecs.codec_from_config(_official_config()).decode(
+  official_keypoints, _ = codecs.codec_from_config(_official_config(), 17).decode(
       jnp.asarray(output.transpose(0, 2, 3, 1)))
   moved = np.abs(np.asarray(own_keypoints) - np.asarray(official_keypoints)).max(-1) > 0
   assert moved[:, 1].all() and moved[:, 2].all() and moved[:, 4].all()

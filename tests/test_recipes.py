@@ -186,7 +186,7 @@ def _evaluate(setup, variables, workdir, **eval_overrides):
   before = {k: setup.config.eval[k] for k in eval_overrides}
   codec = setup.codec
   setup.config.eval.update(eval_overrides)
-  setup.codec = codecs.codec_from_config(setup.config)
+  setup.codec = codecs.codec_from_config(setup.config, setup.spec.num_keypoints)
   try:
     metrics = evaluator.evaluate(setup, variables, str(workdir), 1)
   finally:

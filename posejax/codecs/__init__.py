@@ -3,9 +3,11 @@
 The contract every codec fulfils is `base.Codec` (posejax/codecs/base.py);
 one module per family:
 
-  heatmap   Gaussian heatmaps on the centred, official or UDP grid, read
-            with the quarter step, the official post-processing or DARK
-  offsets   disks and offset fields decoded by Hough voting
+  heatmap     Gaussian heatmaps on the centred, official or UDP grid, read
+              with the quarter step, the official post-processing or DARK
+  offsets     disks and offset fields decoded by Hough voting
+  embedding   bottom-up: every person's heatmaps and associative-embedding
+              tags, grouped into people on the host (grouping.py)
 
 `CODECS` maps `config.codec.name` to the family's `from_config`; a new codec
 is one module plus one entry here.
@@ -13,23 +15,27 @@ is one module plus one entry here.
 
 from __future__ import annotations
 
+from posejax.codecs import embedding
 from posejax.codecs import heatmap
 from posejax.codecs import offsets
 from posejax.codecs.base import Codec
+from posejax.codecs.embedding import AssociativeEmbeddingCodec
 from posejax.codecs.heatmap import HeatmapCodec
 from posejax.codecs.offsets import OffsetVotingCodec
 
-__all__ = ['CODECS', 'Codec', 'HeatmapCodec', 'OffsetVotingCodec',
+__all__ = ['AssociativeEmbeddingCodec', 'CODECS', 'Codec', 'HeatmapCodec', 'OffsetVotingCodec',
            'codec_from_config']
 
 CODECS = {
     'heatmap': heatmap.from_config,
     'offsets': offsets.from_config,
+    'associative_embedding': embedding.from_config,
 }
 
 
-def codec_from_config(config) -> Codec:
-  """The codec of `config.codec.name`, checked against the crop it reads."""
+def codec_from_config(config, num_keypoints: int) -> Codec:
+  """The codec of `config.codec.name` for the dataset's `num_keypoints`,
+  checked against the crop it reads."""
   name = config.codec.name
   if name not in CODECS:
     raise ValueError(f'Unknown codec.name {name!r}; known: {list(CODECS)}.')
@@ -39,4 +45,4 @@ def codec_from_config(config) -> Codec:
         f"codec.grid={grid!r} with input.crop={crop!r}: UDP's heatmap grid and "
         "crop go together (both 'udp', e.g. the `udp` config variant), or "
         'neither.')
-  return CODECS[name](config)
+  return CODECS[name](config, num_keypoints)

@@ -9,6 +9,8 @@ step and prediction see codecs only through `Codec`:
   encode(kp, vis)          (targets, weights): targets rendered on device from
                            (..., K, 2) keypoints in input pixels and (..., K)
                            COCO visibility; weights (..., K) in {0, 1}
+  encode_batch(batch)      the same from a train batch (posejax/batches.py);
+                           bottom-up codecs also read its ignore mask
   joint_losses(o, t, w)    (B, K) loss per instance and keypoint of one stage's
                            output (the arithmetic lives in posejax/losses.py)
   decode(o)                (keypoints (..., K, 2) in input pixels, scores (..., K))
@@ -23,7 +25,8 @@ step and prediction see codecs only through `Codec`:
 
 Everything is jnp and runs inside the jitted train and predict steps: the host
 ships coordinates, never targets. A new codec is one module of this package
-(a frozen dataclass deriving `Codec` and a `from_config(config)`) plus one
+(a frozen dataclass deriving `Codec` and a `from_config(config,
+num_keypoints)`) plus one
 entry in `posejax.codecs.CODECS`; tests/test_codec_contract.py runs every
 entry through the same checks.
 """
@@ -42,6 +45,11 @@ class Codec(abc.ABC):
 
   # Output channels per keypoint.
   channels: int = 1
+  # Whether the network sees whole images with every person in them
+  # (posejax/data/pipeline/whole_image.py) and decoding groups keypoints
+  # into people (posejax/codecs/embedding.py), rather than one crop per
+  # person.
+  bottom_up: bool = False
 
   @property
   @abc.abstractmethod
@@ -51,6 +59,10 @@ class Codec(abc.ABC):
   @abc.abstractmethod
   def encode(self, keypoints: jax.Array, visibility: jax.Array):
     """(targets, weights (..., K)) from keypoints in input pixels."""
+
+  def encode_batch(self, batch):
+    """`encode` of a train batch's keypoints and visibility."""
+    return self.encode(batch['keypoints'], batch['visibility'])
 
   @abc.abstractmethod
   def joint_losses(self, output: jax.Array, targets, weights: jax.Array) -> jax.Array:

@@ -345,7 +345,8 @@ class HeatmapCodec(base.Codec):
         self.stride, self.grid, self.output_size)
 
 
-def from_config(config) -> HeatmapCodec:
+def from_config(config, num_keypoints: int) -> HeatmapCodec:
+  del num_keypoints  # the same maps for any layout
   return HeatmapCodec(
       input_size=tuple(config.input.size), stride=config.codec.stride,
       sigma=config.codec.sigma, refine=config.codec.refine,

@@ -173,7 +173,8 @@ class OffsetVotingCodec(base.Codec):
     return 0.1 * heatmap.heatmap_spacing(self.stride, self.grid, self.output_size)
 
 
-def from_config(config) -> OffsetVotingCodec:
+def from_config(config, num_keypoints: int) -> OffsetVotingCodec:
+  del num_keypoints  # the same maps for any layout
   if config.eval.flip_shift:
     raise ValueError('eval.flip_shift is for heatmaps on the official grid; '
                      "codec.name='offsets' needs eval.flip_shift=False.")

@@ -1,9 +1,16 @@
-"""The jitted prediction: crops -> keypoints, the same for evaluation and images."""
+"""The jitted prediction, the same for evaluation and images.
+
+Top-down: crops -> keypoints (`make_predict_fn`). Bottom-up: whole images
+-> people (`make_bottom_up_predict_fn`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from posejax.models import common
 
@@ -42,3 +49,56 @@ def make_predict_fn(model, codec, flip_index=None, stage_maps: str = ''):
     maps = jnp.stack([codec.maps(s.astype(jnp.float32)) for s in stages], 1)
     return keypoints, scores, maps if stage_maps == 'all' else maps.max(-1)
   return jax.jit(predict)
+
+
+def _bucket(n: int) -> int:
+  """The next power of two: the refinement compiles for a few sizes only."""
+  return 1 << max(0, (n - 1).bit_length())
+
+
+def make_bottom_up_predict_fn(model, codec, flip_index=None):
+  """(variables, uint8 images) -> one `grouping.People` per image.
+
+  For bottom-up codecs (`Codec.bottom_up`, posejax/codecs/embedding.py):
+  the network's outputs combined and, with `flip_index`, merged with the
+  mirrored image's on device; the candidates grouped into people on the
+  host (posejax/codecs/grouping.py); then, with `codec.refine_missing`, a
+  second device step searches every person's missing joints. Keypoints come
+  back in input pixels. The two device steps are jitted once here.
+  """
+  from posejax.codecs import grouping  # pylint: disable=g-import-not-at-top
+
+  def maps_and_candidates(variables, images):
+    x = common.model_inputs(model, images)
+    combined = codec.combine(model.apply(variables, x, train=False))
+    if flip_index is not None:
+      flipped = codec.combine(model.apply(variables, x[:, :, ::-1, :], train=False))
+      combined = codec.merge_flipped(combined, flipped, flip_index)
+    return combined, codec.decode(combined)
+
+  maps_fn = jax.jit(maps_and_candidates)
+  refine_fn = jax.jit(codec.refine)
+  order = codec.order()
+
+  def predict(variables, images):
+    combined, candidates = maps_fn(variables, images)
+    candidates = jax.device_get(candidates)
+    people = [
+        grouping.group({k: v[i] for k, v in candidates.items()}, order,
+                       codec.detection_threshold, codec.tag_threshold,
+                       codec.max_people, codec.adjust)
+        for i in range(len(candidates['value']))]
+    most = max((len(p) for p in people), default=0)
+    if codec.refine_missing and most:
+      tag_dims = candidates['tags'].shape[-1]
+      means = np.zeros((len(people), _bucket(most), tag_dims), np.float32)
+      for i, p in enumerate(people):
+        means[i, :len(p)] = p.mean_tags
+      refined = jax.device_get(refine_fn(combined, jnp.asarray(means)))
+      people = [grouping.fill_missing(p, {k: v[i, :len(p)] for k, v in refined.items()})
+                if len(p) else p for i, p in enumerate(people)]
+    map_size = combined[0].shape[1:3]
+    return [dataclasses.replace(
+        p, keypoints=np.asarray(codec.to_input(p.keypoints, map_size), np.float32))
+            for p in people]
+  return predict

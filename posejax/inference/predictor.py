@@ -84,7 +84,7 @@ class Predictor:
     # only for that look-up (nothing is read or built).
     from posejax import data  # pylint: disable=g-import-not-at-top
     spec = data.keypoint_spec(data.get_builder(config.dataset, prepare=False))
-    codec = codecs.codec_from_config(config)
+    codec = codecs.codec_from_config(config, spec.num_keypoints)
     model = models.build_model(config.model, spec.num_keypoints * codec.channels)
     variables, _ = experiment.load_variables(workdir, step)
     expected = traverse_util.flatten_dict(

@@ -1,0 +1,121 @@
+"""Associative-embedding decoding and grouping against the official code's.
+
+The reference is tests/reference_grouping.py, a transcription of the
+official HigherHRNet group.py; both run on the same maps: people rendered
+as Gaussians with one tag value each, on noise, some joints missing so that
+the refinement has work.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posejax import codecs
+from posejax.codecs import grouping
+from posejax.inference import predict_fn as predict_fn_lib
+
+K = 17
+
+
+def scene(seed, size=(64, 80), people=4, noise=0.05, tag_noise=0.1):
+  """(K, H, W) heatmaps and (K, H, W, 1) tags of `people` on noise."""
+  rng = np.random.default_rng(seed)
+  h, w = size
+  ys, xs = np.mgrid[:h, :w]
+  det = rng.uniform(0, noise, (K, h, w))
+  tag = rng.normal(0, 3.0, (K, h, w, 1))
+  for p in range(people):
+    person_tag = 3.0 * p + rng.normal(0, 0.3)
+    centre = rng.uniform([8, 8], [w - 9, h - 9])
+    for k in range(K):
+      if rng.uniform() < 0.15:  # not visible: refinement's case
+        continue
+      x, y = np.clip(centre + rng.normal(0, 6, 2), 1, [w - 2, h - 2])
+      g = rng.uniform(0.3, 1.0) * np.exp(-((xs - x)**2 + (ys - y)**2) / 8)
+      det[k] = np.maximum(det[k], g)
+      near = g > 0.05
+      tag[k, near, 0] = person_tag + rng.normal(0, tag_noise, near.sum())
+  return det.astype(np.float32), tag.astype(np.float32)
+
+
+def _codec(size, **fields):
+  return codecs.AssociativeEmbeddingCodec(input_size=size, num_keypoints=K,
+                                          stride=1, decode_outputs=1,
+                                          project_to_input=False, **fields)
+
+
+def _posejax_people(det, tag, refine=True):
+  codec = _codec(det.shape[1:], refine_missing=refine)
+  combined = (jnp.asarray(det.transpose(1, 2, 0))[None],
+              jnp.asarray(tag.transpose(1, 2, 0, 3))[None])
+  candidates = {k: np.asarray(v)[0] for k, v in codec.decode(combined).items()}
+  people = grouping.group(candidates, codec.order(), codec.detection_threshold,
+                          codec.tag_threshold, codec.max_people, codec.adjust)
+  if refine and len(people):
+    means = jnp.asarray(people.mean_tags)[None]
+    refined = {k: np.asarray(v)[0] for k, v in codec.refine(combined, means).items()}
+    people = grouping.fill_missing(people, refined)
+  return people
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('refine', [False, True])
+def test_same_people_as_the_official_grouping(seed, refine):
+  reference = pytest.importorskip('reference_grouping')
+  det, tag = scene(seed, people=1 + seed % 5)
+  expected, expected_scores = reference.HeatmapParser().parse(det, tag,
+                                                              refine=refine)
+  people = _posejax_people(det, tag, refine=refine)
+  assert len(people) == len(expected) > 0
+  np.testing.assert_allclose(people.keypoints, expected[:, :, :2], atol=1e-5)
+  np.testing.assert_allclose(people.scores, expected[:, :, 2], atol=1e-6)
+  np.testing.assert_allclose(people.person_scores, expected_scores, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_flip_tags_as_a_second_dimension_group_alike():
+  reference = pytest.importorskip('reference_grouping')
+  det, tag = scene(11, people=3)
+  tag2 = np.concatenate([tag, tag + np.random.default_rng(0).normal(
+      0, 0.2, tag.shape).astype(np.float32)], -1)
+  expected, _ = reference.HeatmapParser().parse(det, tag2)
+  people = _posejax_people(det, tag2)
+  assert len(people) == len(expected)
+  np.testing.assert_allclose(people.keypoints, expected[:, :, :2], atol=1e-5)
+
+
+def test_people_found_with_their_tags():
+  det, tag = scene(3, people=3, noise=0.0, tag_noise=0.0)
+  people = _posejax_people(det, tag, refine=False)
+  assert len(people) == 3
+  np.testing.assert_allclose(np.sort(np.round(people.mean_tags[:, 0] / 3)), [0, 1, 2])
+
+
+def test_maps_without_candidates_give_no_people():
+  det = np.full((K, 32, 32), 0.05, np.float32)  # below detection_threshold
+  tag = np.zeros((K, 32, 32, 1), np.float32)
+  assert len(_posejax_people(det, tag)) == 0
+
+
+def test_bottom_up_predict_fn_on_a_model():
+  """The whole device -> host -> device path, with a stand-in network whose
+  output is fixed maps."""
+  det, tag = scene(5, size=(32, 32), people=2, noise=0.0, tag_noise=0.0)
+  output = np.concatenate([det.transpose(1, 2, 0), tag[..., 0].transpose(1, 2, 0)],
+                          -1)[None]
+
+  class Fixed:
+    dtype = jnp.float32
+    normalization = 'none'
+
+    def apply(self, variables, x, train=False):
+      del variables, train
+      return [jnp.broadcast_to(jnp.asarray(output), (x.shape[0], *output.shape[1:]))]
+
+  codec = codecs.AssociativeEmbeddingCodec(input_size=(32, 32), num_keypoints=K,
+                                           stride=1)
+  predict = predict_fn_lib.make_bottom_up_predict_fn(Fixed(), codec)
+  people = predict({}, np.zeros((2, 32, 32, 3), np.uint8))
+  assert len(people) == 2 and all(len(p) == 2 for p in people)
+  np.testing.assert_allclose(people[0].keypoints, people[1].keypoints)
