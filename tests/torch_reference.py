@@ -327,3 +327,39 @@ class TorchPoseNet(tnn.Module):
       if i < self.nstack - 1:
         x = x + self.merge_preds[i](preds) + self.merge_features[i](feature)
     return preds_per_stack
+
+
+class TorchHigherHRNet(TorchPoseHRNet):
+  """The official PoseHigherResolutionNet's head on the pose HRNet backbone
+  (HigherHRNet-Human-Pose-Estimation, lib/models/pose_higher_hrnet.py):
+  final_layers[0] (heatmaps + tags at 1/4), deconv_layers[0] on the
+  concatenation (ConvTranspose 4x4/2 + BN + ReLU, then BasicBlocks),
+  final_layers[1] (heatmaps at 1/2)."""
+
+  def __init__(self, num_joints, stem_width, stage1_blocks, widths,
+               num_modules, num_blocks, deconv_blocks=4):
+    super().__init__(num_joints, stem_width, stage1_blocks, widths,
+                     num_modules, num_blocks)
+    del self.final_layer
+    w = widths[0]
+    self.final_layers = tnn.ModuleList([tnn.Conv2d(w, 2 * num_joints, 1),
+                                        tnn.Conv2d(w, num_joints, 1)])
+    layers = [tnn.Sequential(
+        tnn.ConvTranspose2d(w + 2 * num_joints, w, 4, 2, 1, 0, bias=False),
+        _bn(w), tnn.ReLU())]
+    layers += [tnn.Sequential(TorchBasicBlock(w, w)) for _ in range(deconv_blocks)]
+    self.deconv_layers = tnn.ModuleList([tnn.Sequential(*layers)])
+
+  def forward(self, x):
+    x = torch.relu(self.bn1(self.conv1(x)))
+    x = torch.relu(self.bn2(self.conv2(x)))
+    xs = [self.layer1(x)]
+    for stage in range(2, self.num_stages + 1):
+      transition = getattr(self, f'transition{stage - 1}')
+      xs = [xs[i] if t is None and i < len(xs) else t(xs[-1] if i >= len(xs)
+                                                        else xs[i])
+            for i, t in enumerate(transition)]
+      xs = getattr(self, f'stage{stage}')(xs)
+    first = self.final_layers[0](xs[0])
+    y = self.deconv_layers[0](torch.cat([xs[0], first], 1))
+    return [first, self.final_layers[1](y)]

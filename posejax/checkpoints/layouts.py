@@ -32,11 +32,14 @@ def _conv_kernel_to_flax(value: np.ndarray) -> np.ndarray:
   return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
 
 
-def _simple_baseline_to_flax(path, value: np.ndarray) -> np.ndarray:
-  axes = simple_baseline.torch_weight_axes(path)
-  if axes is None:
-    return value
-  return value.transpose(np.argsort(axes))  # the inverse permutation
+def _to_flax_by(weight_axes):
+  """A `TorchLayout.to_flax` from a network's `torch_weight_axes`."""
+  def to_flax(path, value: np.ndarray) -> np.ndarray:
+    axes = weight_axes(path)
+    if axes is None:
+      return value
+    return value.transpose(np.argsort(axes))  # the inverse permutation
+  return to_flax
 
 
 @dataclasses.dataclass
@@ -99,9 +102,13 @@ class TorchLayout:
 
 
 LAYOUTS: dict[str, TorchLayout] = {
-    'hrnet': TorchLayout(key=hrnet.torch_state_dict_key),
-    'simple_baseline': TorchLayout(key=simple_baseline.torch_state_dict_key,
-                                   to_flax=_simple_baseline_to_flax),
+    # Also HigherHRNet (head='higher'), whose deconvolution kernel is laid
+    # out as ConvTranspose2d's.
+    'hrnet': TorchLayout(key=hrnet.torch_state_dict_key,
+                         to_flax=_to_flax_by(hrnet.torch_weight_axes)),
+    'simple_baseline': TorchLayout(
+        key=simple_baseline.torch_state_dict_key,
+        to_flax=_to_flax_by(simple_baseline.torch_weight_axes)),
     'hourglass': TorchLayout(key=hourglass.torch_state_dict_key,
                              unused=hourglass.unused_torch_state_dict_keys),
     # No official checkpoint: the layout serves its ImageNet ResNet-50 encoder
@@ -130,7 +137,7 @@ class Backbone:
 
 BACKBONES: dict[str, Backbone] = {
     'hrnet': Backbone(
-        head=r'(final_layer|head)\.',
+        head=r'(final_layers?|deconv_layers|head)\.',
         # The classification head, and the fusions into branches 1-3 of the
         # last module, which a pose HRNet (one output branch) does not have.
         classification_only=(r'(incre_modules|downsamp_modules|final_layer|'

@@ -24,6 +24,18 @@ Its BatchNorm momentum is 0.01 in PyTorch's convention; here it stays at 0.1
 like every other network (it only changes how fast the running statistics
 follow the batches, not the function or the parameters).
 
+HigherHRNet for bottom-up pose (`head='higher'`, presets `higher_w32`,
+`higher_w48`; Cheng et al., CVPR 2020) follows `lib/models/pose_higher_hrnet.py`
+of the official HigherHRNet-Human-Pose-Estimation: the pose HRNet's backbone,
+then `final_layers.0` (1x1 conv with bias on branch 0) gives the first
+output at 1/4, `num_keypoints` channels (the associative-embedding codec's K
+heatmaps and K tags, posejax/codecs/embedding.py); `deconv_layers.0`
+concatenates branch 0 with that output, enlarges it 2x
+(ConvTranspose(widths[0], kernel 4, stride 2, padding 1, no bias) + BN +
+ReLU, entries `0.0`, `0.1`) and refines it by `deconv_blocks` BasicBlocks
+(entries `1.0` .. `4.0`); `final_layers.1` (1x1 conv with bias) gives the
+second output at 1/2: `num_keypoints // 2` channels, the heatmaps only.
+
 Parameter names and the official PyTorch state-dict keys
 --------------------------------------------------------
 Submodules are named after the PyTorch attributes, with list indices appended
@@ -55,9 +67,13 @@ import jax
 import jax.numpy as jnp
 
 from posejax.models import common
+from posejax.models.simple_baseline import ConvTranspose
 
 HRNET_PRESETS = {
     'w18': dict(widths=(18, 36, 72, 144)),
+    # HigherHRNet (bottom-up, COCO at 512 / 640).
+    'higher_w32': dict(widths=(32, 64, 128, 256), head='higher'),
+    'higher_w48': dict(widths=(48, 96, 192, 384), head='higher'),
     'w32': dict(widths=(32, 64, 128, 256)),
     'w48': dict(widths=(48, 96, 192, 384)),
     # HRNetV2-W18 for facial landmarks (WFLW, 300W, ... at 256x256).
@@ -65,7 +81,7 @@ HRNET_PRESETS = {
                    fuse_upsample='bilinear'),
 }
 
-HEADS = ('single', 'concat')
+HEADS = ('single', 'concat', 'higher')
 UPSAMPLINGS = ('nearest', 'bilinear')
 
 
@@ -176,6 +192,7 @@ class HRNet(nn.Module):
       docstring).
     fuse_upsample: 'nearest' (pose HRNet) or 'bilinear' (HRNetV2) upsampling
       in the fusion of the high-resolution modules.
+    deconv_blocks: BasicBlocks after HigherHRNet's deconvolution ('higher').
     dtype: computation dtype (params stay float32; output is float32).
   """
 
@@ -187,6 +204,7 @@ class HRNet(nn.Module):
   num_blocks: int = 4
   head: str = 'single'
   fuse_upsample: str = 'nearest'
+  deconv_blocks: int = 4
   dtype: common.Dtype = jnp.float32
 
   def __post_init__(self):
@@ -205,6 +223,12 @@ class HRNet(nn.Module):
       raise ValueError(
           f'HRNet.widths and HRNet.num_modules must be positive, got '
           f'{self.widths} and {self.num_modules}.')
+    if self.head == 'higher' and self.num_keypoints % 2:
+      raise ValueError(
+          "HRNet head='higher' outputs K heatmaps and K tags: num_keypoints "
+          f'(the channels of its first output) must be even, got '
+          f'{self.num_keypoints}; use it with codec.name='
+          "'associative_embedding'.")
     if self.head not in HEADS:
       raise ValueError(
           f'HRNet.head must be one of {HEADS}, got {self.head!r}.')
@@ -223,7 +247,8 @@ class HRNet(nn.Module):
       train: batch statistics and their update (True) or running averages.
 
     Returns:
-      A one-element list with float32 heatmaps (N, H/4, W/4, num_keypoints).
+      A one-element list with float32 heatmaps (N, H/4, W/4, num_keypoints);
+      with head='higher', two: that, and (N, H/2, W/2, num_keypoints // 2).
     """
     if x.ndim != 4:
       raise ValueError(f'HRNet expects NHWC input, got shape {x.shape}.')
@@ -278,9 +303,28 @@ class HRNet(nn.Module):
                       name='head_3')(x)
       return [x.astype(jnp.float32)]
 
+    if self.head == 'higher':
+      return self._higher_head(xs[0], train)
     x = common.conv(self.num_keypoints, 1, use_bias=True, dtype=self.dtype,
                     name='final_layer')(xs[0])
     return [x.astype(jnp.float32)]
+
+  def _higher_head(self, x: jax.Array, train: bool) -> list[jax.Array]:
+    """HigherHRNet's two outputs (see the module docstring)."""
+    first = common.conv(self.num_keypoints, 1, use_bias=True, dtype=self.dtype,
+                        name='final_layers_0')(x)
+    width = self.widths[0]
+    y = jnp.concatenate([x, first.astype(x.dtype)], axis=-1)
+    y = ConvTranspose(width, kernel_size=4, strides=2, padding=1,
+                      dtype=self.dtype, name='deconv_layers_0_0_0')(y)
+    y = common.relu(common.batch_norm(train, dtype=self.dtype,
+                                      name='deconv_layers_0_0_1')(y))
+    for j in range(1, self.deconv_blocks + 1):
+      y = common.BasicBlock(width, dtype=self.dtype,
+                            name=f'deconv_layers_0_{j}_0')(y, train)
+    second = common.conv(self.num_keypoints // 2, 1, use_bias=True,
+                         dtype=self.dtype, name='final_layers_1')(y)
+    return [first.astype(jnp.float32), second.astype(jnp.float32)]
 
   def _transition(self, index: int, xs: list[jax.Array],
                   widths: tuple[int, ...], train: bool) -> list[jax.Array]:
@@ -325,3 +369,13 @@ def torch_state_dict_key(path: Sequence[str]) -> str:
     transposed from HWIO to OIHW when converting values.
   """
   return common.torch_state_dict_key(path)
+
+
+def torch_weight_axes(path: Sequence[str]) -> tuple[int, ...] | None:
+  """Axes taking a Flax kernel to the PyTorch weight layout (`transpose`):
+  (2, 3, 0, 1) for HigherHRNet's deconvolution, (3, 2, 0, 1) for convs."""
+  if path[-1] != 'kernel':
+    return None
+  if path[-2] == 'deconv_layers_0_0_0':
+    return (2, 3, 0, 1)
+  return (3, 2, 0, 1)
