@@ -28,7 +28,20 @@ An evaluation batch has these and
 
 plus the per-object fields its dataset's builder names in `EVAL_EXTRAS`
 (`head_box` for MPII, `category` for FashionAI, `attributes` for WFLW).
-A whole-image stream for bottom-up networks declares its own schema here.
+The whole-image stream of bottom-up networks
+(posejax/data/pipeline/whole_image.py) makes `WholeImageBatch`es, for
+training and evaluation alike (P is `input.max_people`):
+
+  field          dtype    shape          frame / meaning
+  image          uint8    (B, H, W, 3)   the image warped to the input
+  keypoints      float32  (B, P, K, 2)   input pixels, every person's (the
+                                         padding's visibility is 0)
+  visibility     int32    (B, P, K)      COCO
+  ignore_mask    uint8    (B, H, W)      1 where nothing is supervised
+                                         (crowds, people without keypoints)
+  image_id       int64    (B,)
+  center         float32  (B, 2)         the input square's centre and side
+  scale          float32  (B, 2)         (w, h), image pixels
 """
 
 from __future__ import annotations
@@ -71,12 +84,35 @@ EVAL_FIELDS: Mapping[str, tuple[type, tuple]] = {
     **TRAIN_FIELDS,
     'gt_keypoints': (np.float32, ('B', 'K', 2)),
 }
+
+
+class WholeImageBatch(TypedDict):
+  image: np.ndarray
+  keypoints: np.ndarray
+  visibility: np.ndarray
+  ignore_mask: np.ndarray
+  image_id: np.ndarray
+  center: np.ndarray
+  scale: np.ndarray
+
+
+WHOLE_IMAGE_FIELDS: Mapping[str, tuple[type, tuple]] = {
+    'image': (np.uint8, ('B', 'H', 'W', 3)),
+    'keypoints': (np.float32, ('B', 'P', 'K', 2)),
+    'visibility': (np.int32, ('B', 'P', 'K')),
+    'ignore_mask': (np.uint8, ('B', 'H', 'W')),
+    'image_id': (np.int64, ('B',)),
+    'center': (np.float32, ('B', 2)),
+    'scale': (np.float32, ('B', 2)),
+}
 assert set(TRAIN_FIELDS) == set(TrainBatch.__annotations__)
+assert set(WHOLE_IMAGE_FIELDS) == set(WholeImageBatch.__annotations__)
 assert set(EVAL_FIELDS) == set(EvalBatch.__annotations__)
 
 
 def schema_errors(batch: Mapping[str, np.ndarray], fields: Mapping[str, tuple],
-                  num_keypoints: int, input_size, extras=()) -> list[str]:
+                  num_keypoints: int, input_size, extras=(),
+                  max_people: int | None = None) -> list[str]:
   """What in `batch` differs from the schema `fields` (empty if nothing).
 
   `extras` are the dataset's EVAL_EXTRAS, allowed beside the declared
@@ -89,7 +125,8 @@ def schema_errors(batch: Mapping[str, np.ndarray], fields: Mapping[str, tuple],
     errors.append(f'missing fields {missing}')
   if unknown:
     errors.append(f'undeclared fields {unknown}')
-  sizes = {'B': None, 'K': num_keypoints, 'H': input_size[0], 'W': input_size[1]}
+  sizes = {'B': None, 'K': num_keypoints, 'H': input_size[0], 'W': input_size[1],
+           'P': max_people}
   for name, (dtype, shape) in fields.items():
     if name not in batch:
       continue

@@ -110,15 +110,15 @@ def base_config() -> ml_collections.ConfigDict:
       cache_decoded_images=False,
       # Whole images (bottom-up codecs; posejax/data/pipeline/whole_image.py):
       # people kept per image (more are dropped, counted in the log), and
-      # HigherHRNet's training augmentation: the shorter side scaled by a
-      # uniform factor in `whole_image_scale`, a uniform rotation up to
-      # `whole_image_rotation` degrees, a shift up to `whole_image_translate`
-      # input pixels per axis (at 512; proportionally at other sizes), and
-      # the flip above.
+      # HigherHRNet's training augmentation: a square of the shorter side
+      # times a uniform factor in `whole_image_scale`, a uniform rotation up
+      # to `whole_image_rotation` degrees, a shift up to
+      # `whole_image_translate` of the square's side per axis (HigherHRNet's
+      # max_translate of 40 in its 200-pixel units), and the flip above.
       max_people=30,
       whole_image_scale=(0.75, 1.5),
       whole_image_rotation=30.0,
-      whole_image_translate=40.0,
+      whole_image_translate=0.2,
   ))
 
   c.codec = ml_collections.ConfigDict(dict(

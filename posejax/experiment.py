@@ -74,6 +74,17 @@ class Setup:
     self.builder = data.get_builder(config.dataset, prepare=False)
     self.spec = data.keypoint_spec(self.builder)
     self.codec = codecs.codec_from_config(config, self.spec.num_keypoints)
+    if self.codec.bottom_up and config.train.early_stopping.every_steps:
+      raise ValueError(
+          'train.early_stopping measures a top-down validation loss; bottom-up '
+          'codecs (codec.name='
+          f'{config.codec.name!r}) train for train.num_steps: set '
+          '--config.train.early_stopping.every_steps=0.')
+    if self.codec.bottom_up and detections.detection_file(config):
+      raise ValueError(
+          f'eval.boxes = {config.eval.boxes!r}: bottom-up networks need no '
+          "boxes (they find every person in the image); leave eval.boxes at "
+          "'ground_truth'.")
     # K output channels per keypoint and stage (3 for offset voting).
     self.model = models.build_model(config.model,
                                     self.spec.num_keypoints * self.codec.channels)

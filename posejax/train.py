@@ -158,8 +158,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('Parameters: %s',
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}')
 
-  train_iter = pipeline.train_dataset(
-      setup.builder, config, start_step=start_step,
+  train_iter = pipeline.train_stream(
+      setup.builder, config, setup.codec, start_step=start_step,
       process_index=jax.process_index(),
       process_count=jax.process_count()).as_numpy_iterator()
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)

@@ -17,7 +17,11 @@ Records follow docs/conventions.md: `image`, `image/id`, `image/filename` and `o
 with `id`, `bbox` (x, y, w, h pixels), `keypoints` (K, 2) 0-based pixels,
 `visibility` (K,) 0/1/2, `area`, `iscrowd` and `num_keypoints`. COCO's keypoint
 coordinates are used as they are (they are 0-based already); unlabelled
-keypoints (v = 0) are stored as (0, 0).
+keypoints (v = 0) are stored as (0, 0). Besides, `ignore_mask` (H, W, 1)
+uint8 marks with 1 the pixels bottom-up training must not supervise: the
+segmentation of every crowd annotation and of every person without labelled
+keypoints, rasterised with pycocotools as the official HigherHRNet loader
+does (an annotation without a segmentation masks its box).
 
 Bad input is never silent and never fatal halfway: an image that is missing or
 does not decode is skipped, an annotation with a non-finite value, a
@@ -83,8 +87,9 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
   # Dataset facts the rest of posejax reads (posejax/data/__init__.py).
   METRIC = 'coco'
   EVAL_EXTRAS = ()
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'ignore_mask: crowds and people without keypoints.'}
   BUILDER_CONFIGS = [COCO_2017, synthetic_config()]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download COCO 2017 from https://cocodataset.org/#download: "2017 Train
@@ -101,6 +106,8 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
                                          encoding_format='jpeg'),
             'image/id': np.int64,
             'image/filename': tfds.features.Text(),
+            'ignore_mask': tfds.features.Image(shape=(None, None, 1),
+                                               encoding_format='png'),
             'objects': records.object_features(k),
         }),
         supervised_keys=None,
@@ -136,7 +143,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
     for image in coco['images']:
       path = os.path.join(image_dir, image['file_name'])
       try:
-        data = records.read_image(path).data
+        read = records.read_image(path)
       except records.Rejected:
         rejected.add('missing or undecodable image', f'id {image["id"]}')
         continue
@@ -148,12 +155,35 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
         else:
           objects.append(obj)
       yield image['id'], {
-          'image': data,
+          'image': read.data,
           'image/id': image['id'],
           'image/filename': image['file_name'],
+          'ignore_mask': ignore_mask(by_image.get(image['id'], []),
+                                     read.height, read.width),
           'objects': records.stack_objects(objects, k),
       }
     rejected.log_summary()
+
+
+def ignore_mask(annotations, height: int, width: int) -> np.ndarray:
+  """(H, W, 1) uint8: 1 on crowds and on people without labelled keypoints."""
+  from pycocotools import mask as mask_utils  # pylint: disable=g-import-not-at-top
+  mask = np.zeros((height, width), np.uint8)
+  for ann in annotations:
+    labelled = np.asarray(ann.get('keypoints', [])[2::3]) > 0
+    if not (ann.get('iscrowd', 0) or not labelled.any()):
+      continue
+    segmentation = ann.get('segmentation')
+    if segmentation:
+      rles = mask_utils.frPyObjects(segmentation, height, width)
+      if isinstance(rles, list):
+        rles = mask_utils.merge(rles)
+      mask |= mask_utils.decode(rles).astype(np.uint8)
+    elif len(ann.get('bbox', [])) == 4:
+      x, y, w, h = (float(v) for v in ann['bbox'])
+      mask[max(0, int(y)):max(0, int(np.ceil(y + h))),
+           max(0, int(x)):max(0, int(np.ceil(x + w)))] = 1
+  return mask[..., None]
 
 
 def parse_annotation(ann: dict, num_keypoints: int):

@@ -69,7 +69,7 @@ def keypoint_results(image_ids: np.ndarray,
         f'{image_ids.shape}, {keypoints.shape}, {keypoint_scores.shape}, '
         f'{instance_scores.shape}.')
   flat = np.concatenate([keypoints, keypoint_scores[..., None]], axis=-1)
-  flat = flat.reshape(n, -1)
+  flat = flat.reshape(n, keypoints.shape[1] * 3)
   return [{
       'image_id': int(image_ids[i]),
       'category_id': int(category_id),

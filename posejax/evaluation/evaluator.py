@@ -29,6 +29,7 @@ from posejax import evaluation
 from posejax import visualize
 from posejax.evaluation import ground_truth
 from posejax.evaluation import postprocess
+from posejax.evaluation import predict_people
 from posejax.evaluation import predict_split
 from posejax.evaluation.predictions import Predictions
 
@@ -56,8 +57,11 @@ class Evaluator:
   def __init__(self, setup):
     self.setup = setup
     self.num_images = setup.config.eval.num_images_to_draw
-    self.predict_fn = predict_split.make_split_predict_fn(
-        setup, pictures=self.num_images > 0)
+    if setup.codec.bottom_up:
+      self.predict_fn = predict_people.make_people_predict_fn(setup)
+    else:
+      self.predict_fn = predict_split.make_split_predict_fn(
+          setup, pictures=self.num_images > 0)
 
   def __call__(self, variables, workdir: str, step: int, writer=None) -> dict:
     """Scores `variables`; writes `<workdir>/eval/step_<step>/`; returns metrics.
@@ -66,6 +70,11 @@ class Evaluator:
     panels of the first crops) also go to TensorBoard as `eval/predictions`
     and `eval/stages`.
     """
+    if self.setup.codec.bottom_up:
+      predictions, images = predict_people.predict_people(
+          self.setup, variables, self.predict_fn, self.num_images)
+      return _score_everywhere(self.setup, predictions, images, None, workdir,
+                               step, writer)
     predictions, crops, stage_maps = predict_split.predict_split(
         self.setup, variables, self.predict_fn, self.num_images)
     return _score_everywhere(self.setup, predictions, crops, stage_maps,
@@ -100,8 +109,10 @@ def _score_everywhere(setup, predictions, crops, stage_maps, workdir, step,
 def _score_and_write(setup, predictions, crops, stage_maps, workdir, step,
                      writer) -> dict:
   config = setup.config
-  kept = postprocess.postprocess(predictions, setup.spec,
-                                 config.eval.oks_nms_threshold)
+  # Bottom-up people come with the grouping's scores and no boxes: nothing
+  # to rescore or suppress.
+  kept = (predictions if setup.codec.bottom_up else postprocess.postprocess(
+      predictions, setup.spec, config.eval.oks_nms_threshold))
   metrics = score(setup, kept)
   out_dir = os.path.join(workdir, 'eval', f'step_{step}')
   os.makedirs(out_dir, exist_ok=True)
@@ -110,7 +121,9 @@ def _score_and_write(setup, predictions, crops, stage_maps, workdir, step,
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump({'step': step, 'split': config.dataset.eval_split,
                'num_instances': len(kept), **metrics}, f, indent=2)
-  if len(crops):
+  if setup.codec.bottom_up and len(crops):
+    pictures = {'predictions': _people_grid(crops, setup.spec)}
+  elif len(crops):
     pictures = {
         'predictions': _prediction_grid(crops, predictions, setup.spec),
         'stages': visualize.image_grid(
@@ -119,6 +132,7 @@ def _score_and_write(setup, predictions, crops, stage_maps, workdir, step,
              for i, (crop, maps) in enumerate(zip(crops[:STAGE_PANELS],
                                                   stage_maps))], columns=1),
     }
+  if len(crops):
     for name, picture in pictures.items():
       visualize.save_png(os.path.join(out_dir, f'{name}.png'), picture)
     if writer is not None:
@@ -126,6 +140,18 @@ def _score_and_write(setup, predictions, crops, stage_maps, workdir, step,
   logging.info('Eval at step %d: %s', step,
                ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
   return metrics
+
+
+def _people_grid(images_and_people, spec, threshold: float = 0.2):
+  """Grid of whole images with every person found drawn on them."""
+  drawn = []
+  for image, people in images_and_people:
+    image = np.ascontiguousarray(image)
+    for keypoints, scores in zip(people.keypoints, people.scores):
+      image = visualize.draw_pose(image, keypoints, scores, spec,
+                                  threshold=threshold)
+    drawn.append(image)
+  return visualize.image_grid(drawn, columns=min(4, len(drawn)))
 
 
 def _prediction_grid(crops, predictions: Predictions, spec, min_height=192):

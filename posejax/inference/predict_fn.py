@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from posejax import distributed
+from posejax import sharding
 from posejax.models import common
 
 STAGE_MAPS = ('', 'all', 'max')
@@ -56,8 +58,12 @@ def _bucket(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
 
-def make_bottom_up_predict_fn(model, codec, flip_index=None):
+def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
   """(variables, uint8 images) -> one `grouping.People` per image.
+
+  Without `mesh`, images are a host or device array; with it, a global
+  batch sharded over `mesh` (`sharding.global_batch`), and the people are
+  those of this process's rows.
 
   For bottom-up codecs (`Codec.bottom_up`, posejax/codecs/embedding.py):
   the network's outputs combined and, with `flip_index`, merged with the
@@ -80,21 +86,30 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None):
   refine_fn = jax.jit(codec.refine)
   order = codec.order()
 
+  def fetch(tree):
+    if mesh is None:
+      return jax.device_get(tree)
+    return jax.tree.map(lambda x: sharding.host_rows(x, mesh), tree)
+
   def predict(variables, images):
     combined, candidates = maps_fn(variables, images)
-    candidates = jax.device_get(candidates)
+    candidates = fetch(candidates)
     people = [
         grouping.group({k: v[i] for k, v in candidates.items()}, order,
                        codec.detection_threshold, codec.tag_threshold,
                        codec.max_people, codec.adjust)
         for i in range(len(candidates['value']))]
     most = max((len(p) for p in people), default=0)
+    if mesh is not None:  # every process runs the same refinement
+      most = max(distributed.allgather_objects(most))
     if codec.refine_missing and most:
       tag_dims = candidates['tags'].shape[-1]
       means = np.zeros((len(people), _bucket(most), tag_dims), np.float32)
       for i, p in enumerate(people):
         means[i, :len(p)] = p.mean_tags
-      refined = jax.device_get(refine_fn(combined, jnp.asarray(means)))
+      means = (jnp.asarray(means) if mesh is None
+               else sharding.global_batch({'m': means}, mesh)['m'])
+      refined = fetch(refine_fn(combined, means))
       people = [grouping.fill_missing(p, {k: v[i, :len(p)] for k, v in refined.items()})
                 if len(p) else p for i, p in enumerate(people)]
     map_size = combined[0].shape[1:3]

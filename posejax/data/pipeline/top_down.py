@@ -98,7 +98,7 @@ def _records(builder, split: str):
       read_config=tfds.ReadConfig(try_autocache=False))
 
 
-def _options():
+def stream_options():
   options = tf.data.Options()
   options.deterministic = True
   # No autotuning: `AUTOTUNE` parallelism then means one call per core, which
@@ -176,7 +176,7 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
 
   ds = stream.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
-  return ds.prefetch(config.input.prefetch).with_options(_options())
+  return ds.prefetch(config.input.prefetch).with_options(stream_options())
 
 
 def _detection_instances(records: tf.data.Dataset, detections: dict,
@@ -251,4 +251,4 @@ def eval_dataset(builder, config, split: str | None = None, *,
                                  False, eval_extras),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(config.eval.batch_size // process_count).prefetch(2).with_options(
-      _options())
+      stream_options())
