@@ -22,7 +22,12 @@ outputs + temporaries) and the device's peak memory in use where the backend
 reports it (GPU, TPU; not XLA:CPU). The last line is the result as JSON.
 
 The heatmap stride of the codec is read from the network's output shape
-(4 for HRNet, 8 for CPM). TensorFlow is never imported.
+(4 for HRNet, 8 for CPM). Bottom-up networks (HigherHRNet, `hrnet:higher_w32`)
+train with the associative-embedding codec on whole images with 30 people
+slots (`--keypoints` counts heatmaps and tags: 34 for COCO), and their
+forward is the device half of prediction (outputs combined, NMS, top
+candidates); the host grouping is benchmarks/grouping_speed.py's.
+TensorFlow is never imported.
 """
 
 from __future__ import annotations
@@ -112,6 +117,22 @@ def _random_batch(seed: int, batch_size: int, input_size: Sequence[int],
                     [width - 1, height - 1]).astype(np.float32),
       # COCO visibility 0/1/2: some joints unlabelled, as in real data.
       'visibility': rng.integers(0, 3, (batch_size, num_keypoints), np.int32),
+  }
+  return jax.device_put(batch, sharding.data_sharding(mesh))
+
+
+def _random_people_batch(seed: int, batch_size: int, input_size: Sequence[int],
+                         num_keypoints: int, mesh, max_people: int = 30):
+  """A whole-image batch (posejax/batches.py), a few people per image."""
+  height, width = input_size
+  rng = np.random.default_rng(seed)
+  visible = rng.uniform(size=(batch_size, max_people, num_keypoints)) < 0.1
+  batch = {
+      'image': rng.integers(0, 256, (batch_size, height, width, 3), np.uint8),
+      'keypoints': (rng.uniform(size=(batch_size, max_people, num_keypoints, 2))
+                    * [width - 1, height - 1]).astype(np.float32),
+      'visibility': (2 * visible).astype(np.int32),
+      'ignore_mask': np.zeros((batch_size, height, width), np.uint8),
   }
   return jax.device_put(batch, sharding.data_sharding(mesh))
 
@@ -253,7 +274,14 @@ def benchmark(model_spec: str | Mapping[str, Any],
       lambda x: model.init_with_output(jax.random.key(0), x)[0],
       jax.ShapeDtypeStruct((1, *input_size, 3), jnp.float32))
   stride = input_size[0] // out[-1].shape[1]
-  codec = codecs.HeatmapCodec(input_size=input_size, stride=stride)
+  bottom_up = getattr(model, 'head', None) == 'higher'
+  if bottom_up:
+    stride = input_size[0] // out[0].shape[1]
+    codec = codecs.AssociativeEmbeddingCodec(
+        input_size=input_size, num_keypoints=num_keypoints // 2, stride=stride,
+        decode_outputs=len(out))
+  else:
+    codec = codecs.HeatmapCodec(input_size=input_size, stride=stride)
 
   optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=0, schedule='step', decay_steps=(),
@@ -262,7 +290,9 @@ def benchmark(model_spec: str | Mapping[str, Any],
       model, codec, losses.Loss(), mesh, optim, num_steps=1,
       input_size=input_size)
   state = training.state
-  batch = _random_batch(0, batch_size, input_size, num_keypoints, mesh)
+  batch = (_random_people_batch(0, batch_size, input_size, num_keypoints // 2, mesh)
+           if bottom_up else
+           _random_batch(0, batch_size, input_size, num_keypoints, mesh))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   say(f'{model_spec}: {num_params:,} parameters, batch {batch_size}, input '
       f'{input_size[0]}x{input_size[1]}, {num_keypoints} keypoints, {dtype}, '
@@ -271,6 +301,7 @@ def benchmark(model_spec: str | Mapping[str, Any],
   result: dict[str, Any] = dict(
       model=model_spec, batch=batch_size, input=list(input_size),
       keypoints=num_keypoints, dtype=dtype, params=num_params,
+      bottom_up=bottom_up,
       backend=jax.default_backend(), device=device.device_kind,
       steps=steps, warmup=warmup)
 
@@ -302,7 +333,11 @@ def benchmark(model_spec: str | Mapping[str, Any],
     # Imported here: prediction brings OpenCV and the COCO tools, which the
     # train-step measurement (benchmarks/gpu.py) does without.
     from posejax.inference import predict_fn as predict_fn_lib  # pylint: disable=g-import-not-at-top
-    predict_fn = predict_fn_lib.make_predict_fn(model, codec)
+    if bottom_up:
+      predict_fn = jax.jit(lambda v, x: codec.decode(codec.combine(model.apply(
+          v, models.common.model_inputs(model, x), train=False))))
+    else:
+      predict_fn = predict_fn_lib.make_predict_fn(model, codec)
     compiled, compile_s = _compile(predict_fn, variables, batch['image'])
     times = _time_steps(lambda: compiled(variables, batch['image']), warmup,
                         steps)

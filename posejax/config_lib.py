@@ -28,6 +28,9 @@ SECTIONS = ('model', 'dataset', 'input', 'codec', 'loss', 'optim', 'train',
 # COCO train2017 person instances with num_keypoints > 0: the training set of
 # the official HRNet and SimpleBaselines code (and of the pipeline's filter).
 COCO_TRAIN_INSTANCES = 149_813
+# COCO train2017 images with at least one such person: the "57K images" of
+# the bottom-up papers, and what the whole-image stream trains on.
+COCO_TRAIN_IMAGES = 56_599
 
 # The person detections of the official HRNet and SimpleBaselines evaluation
 # (detector AP 56.4 on val2017), relative to dataset.manual_dir.

@@ -5,6 +5,9 @@ of DIR: `OUT/results.json`, the images with their skeletons in `OUT/drawn/`,
 for a video `OUT/<name>_pose.mp4` and `OUT/<name>_frames.json`, and with
 `--heatmaps` a panel per instance in `OUT/panels/`. Boxes: the whole image,
 a json file, or OpenCV's HOG people detector (posejax/inference/media.py).
+Bottom-up configs (e.g. configs/synthetic.py:higher_hrnet) take no boxes:
+they find every person, and their panels (one per image) show each
+output's heatmaps and the tags.
 The library behind it is `posejax.inference.predictor.Predictor`.
 """
 
@@ -49,9 +52,13 @@ class _Run:
   """One `python -m posejax.predict` call: boxes, prediction, outputs."""
 
   def __init__(self, predictor: Predictor, boxes: str, output: str,
-               heatmaps: bool):
+               heatmaps: bool, boxes_given: bool = False):
     self.predictor, self.output, self.heatmaps = predictor, output, heatmaps
     self.spec = predictor.spec
+    self.bottom_up = predictor.codec.bottom_up
+    if self.bottom_up and boxes_given:
+      raise ValueError(f'--boxes={boxes}: bottom-up networks need no boxes '
+                       '(they find every person in the image); drop --boxes.')
     if boxes in ('whole', 'hog'):
       self.boxes = boxes
     else:
@@ -64,6 +71,8 @@ class _Run:
     os.makedirs(output, exist_ok=True)
 
   def predict(self, image: np.ndarray, name: str) -> ImagePrediction:
+    if self.bottom_up:
+      return self.predictor(image, heatmaps=self.heatmaps)
     if self.boxes == 'whole':
       boxes = None
     elif self.boxes == 'hog':
@@ -84,6 +93,13 @@ class _Run:
                                self.spec, threshold=0.2)
 
   def write_panels(self, prediction: ImagePrediction, stem: str) -> None:
+    if self.heatmaps and self.bottom_up:
+      os.makedirs(os.path.join(self.output, 'panels'), exist_ok=True)
+      panel = visualize.bottom_up_panel(
+          prediction.crops[0], prediction.keypoints_input, prediction.scores,
+          prediction.stage_heatmaps[0], prediction.tag_maps[0], self.spec)
+      visualize.save_png(os.path.join(self.output, 'panels', f'{stem}.png'), panel)
+      return
     if not self.heatmaps or not len(prediction.boxes):
       return
     os.makedirs(os.path.join(self.output, 'panels'), exist_ok=True)
@@ -151,13 +167,22 @@ def _predict_video(run: _Run, path: str) -> dict:
                           if count > 1 else None}
 
 
+def _given(values, name: str) -> bool:
+  """Whether the command line set flag `name` (absl flags), else False."""
+  try:
+    return bool(values[name].present)
+  except (KeyError, TypeError, AttributeError):
+    return False
+
+
 def main(values):
   kind = media.kind_of(values.input)
   paths = (media.folder_images(values.input) if kind == 'folder'
            else [values.input])
   predictor = Predictor.from_workdir(values.config, values.workdir, values.step,
                                      values.batch_size)
-  run = _Run(predictor, values.boxes, values.output, values.heatmaps)
+  run = _Run(predictor, values.boxes, values.output, values.heatmaps,
+             boxes_given=_given(values, 'boxes'))
   if kind == 'video':
     report = _predict_video(run, values.input)
   else:

@@ -205,3 +205,61 @@ def stage_panel(crop: np.ndarray, stage_maps: np.ndarray, keypoints: np.ndarray,
                 (255, 255, 255), 1, cv2.LINE_AA)
     cells.append(cell)
   return image_grid(cells, columns=len(cells))
+
+
+def tag_picture(image: np.ndarray, tag_maps: np.ndarray, heatmaps: np.ndarray,
+                threshold: float = 0.1) -> np.ndarray:
+  """Associative-embedding tags as colours over the image.
+
+  `tag_maps`, `heatmaps` (h, w, K): at each pixel the tag of the joint with
+  the strongest heatmap, as a hue spread over the tags' range in the picture
+  (one colour per person when the embedding is good), brightness the
+  heatmap; pixels where no heatmap reaches `threshold` show the image
+  dimmed.
+  """
+  image = _check_rgb(image, 'tag_picture')
+  heatmaps = np.asarray(heatmaps, np.float32)
+  strongest = heatmaps.argmax(-1)
+  value = np.take_along_axis(heatmaps, strongest[..., None], -1)[..., 0]
+  tag = np.take_along_axis(np.asarray(tag_maps, np.float32), strongest[..., None],
+                           -1)[..., 0]
+  shown = value >= threshold
+  lo, hi = (np.percentile(tag[shown], [2, 98]) if shown.any() else (0.0, 1.0))
+  hue = np.clip((tag - lo) / max(hi - lo, 1e-6), 0.0, 1.0) * 150  # OpenCV: 0-180
+  hsv = np.stack([hue, np.full_like(hue, 255.0),
+                  np.clip(value, 0.0, 1.0) * 255], -1).astype(np.uint8)
+  colours = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+  size = (image.shape[1], image.shape[0])
+  colours = cv2.resize(colours, size, interpolation=cv2.INTER_NEAREST)
+  shown = cv2.resize(shown.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+  return np.where(shown[..., None], colours, (image * 0.35).astype(np.uint8))
+
+
+def bottom_up_panel(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
+                    stage_maps: np.ndarray, tag_maps: np.ndarray, spec: KeypointSpec,
+                    min_height: int = 256) -> np.ndarray:
+  """A whole image: every person found, each output's heatmaps (maximum
+  over the joints) over it, and the tags (`tag_picture`) of the first.
+
+  `keypoints` (N, K, 2), `scores` (N, K) in the image's pixels; `stage_maps`
+  (S, h, w, K); `tag_maps` (h, w, K).
+  """
+  image = _check_rgb(image, 'bottom_up_panel')
+  factor = max(1, -(-min_height // image.shape[0]))
+  big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+  drawn = big
+  for person, person_scores in zip(keypoints, scores):
+    drawn = draw_pose(drawn, (np.asarray(person) + 0.5) * factor - 0.5,
+                      person_scores, spec, threshold=0.2)
+  cells = [drawn]
+  for s, maps in enumerate(stage_maps):
+    cell = heatmap_overlay(big, np.asarray(maps).max(-1))
+    cv2.putText(cell, f'output {s + 1}', (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    cells.append(cell)
+  first = np.asarray(stage_maps[0])
+  tags = tag_picture(big, tag_maps, first)
+  cv2.putText(tags, 'tags', (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+              (255, 255, 255), 1, cv2.LINE_AA)
+  cells.append(tags)
+  return image_grid(cells, columns=len(cells))

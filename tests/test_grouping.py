@@ -51,10 +51,12 @@ def _posejax_people(det, tag, refine=True):
   candidates = {k: np.asarray(v)[0] for k, v in codec.decode(combined).items()}
   people = grouping.group(candidates, codec.order(), codec.detection_threshold,
                           codec.tag_threshold, codec.max_people, codec.adjust)
-  if refine and len(people):
-    means = jnp.asarray(people.mean_tags)[None]
-    refined = {k: np.asarray(v)[0] for k, v in codec.refine(combined, means).items()}
-    people = grouping.fill_missing(people, refined)
+  pairs = grouping.missing_joints(people)
+  if refine and len(pairs):
+    refined = codec.refine(combined, jnp.asarray(people.mean_tags)[None],
+                           jnp.asarray(pairs[None, :, 0]), jnp.asarray(pairs[None, :, 1]))
+    people = grouping.fill_missing(people, pairs,
+                                   {k: np.asarray(v)[0] for k, v in refined.items()})
   return people
 
 
@@ -119,3 +121,13 @@ def test_bottom_up_predict_fn_on_a_model():
   people = predict({}, np.zeros((2, 32, 32, 3), np.uint8))
   assert len(people) == 2 and all(len(p) == 2 for p in people)
   np.testing.assert_allclose(people[0].keypoints, people[1].keypoints)
+
+
+def test_max_pool_equals_a_window_maximum():
+  from posejax.codecs import embedding
+  maps = np.random.default_rng(0).normal(size=(2, 9, 7, 3)).astype(np.float32)
+  pooled = np.asarray(embedding.max_pool(jnp.asarray(maps), 5))
+  padded = np.pad(maps, ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-np.inf)
+  expected = np.max([padded[:, dy:dy + 9, dx:dx + 7] for dy in range(5)
+                     for dx in range(5)], axis=0)
+  np.testing.assert_array_equal(pooled, expected)

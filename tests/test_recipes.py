@@ -67,9 +67,11 @@ def test_recipe_builds_its_network_and_pipeline(name, variant, fixtures):
   # One output channel per keypoint, three for offset voting.
   assert setup.model.num_keypoints == setup.spec.num_keypoints * setup.codec.channels
   config.train.global_batch_size = 2
-  batch = next(pipeline.train_dataset(setup.builder, config).as_numpy_iterator())
+  batch = next(pipeline.train_stream(setup.builder, config, setup.codec)
+               .as_numpy_iterator())
   assert batch['image'].shape == (2, *config.input.size, 3)
-  assert batch['keypoints'].shape == (2, setup.spec.num_keypoints, 2)
+  people = (config.input.max_people,) if setup.codec.bottom_up else ()
+  assert batch['keypoints'].shape == (2, *people, setup.spec.num_keypoints, 2)
   # The schedule's decays fall inside the run.
   assert all(0 < s < config.train.num_steps for s in config.optim.decay_steps)
 
@@ -170,7 +172,8 @@ def test_recipe_takes_a_training_step(name, variant, fixtures):
   state = jax.tree.map(jax.numpy.copy, state)  # the step donates its input
   step = train_step.jit_train_step(setup.model, setup.codec, tx, setup.mesh, state,
                                    losses.loss_from_config(setup.config.loss))
-  batch = next(pipeline.train_dataset(setup.builder, setup.config).as_numpy_iterator())
+  batch = next(pipeline.train_stream(setup.builder, setup.config, setup.codec)
+               .as_numpy_iterator())
   state, metrics = step(state, sharding.global_batch(batch, setup.mesh))
   assert np.isfinite(float(metrics['loss'])) and float(metrics['loss']) > 0
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)),
@@ -289,6 +292,19 @@ def _predictions(keypoints, scores, **fields):
               box_score=np.ones(n))
   rows.update(fields)
   return Predictions(keypoints=keypoints, scores=scores, **rows)
+
+
+@pytest.mark.slow
+def test_bottom_up_recipe_trains_and_scores_without_boxes(fixtures, tmp_path):
+  from posejax import train
+  config = fixtures(smoke('higherhrnet_coco'))
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert {'AP', 'AP50', 'AR'} <= set(metrics) and 'PCK@0.1' not in metrics
+  out = tmp_path / 'eval' / f'step_{config.train.num_steps}'
+  with open(out / 'results.json') as f:
+    results = json.load(f)
+  assert all(len(r['keypoints']) == 3 * 17 for r in results)
+  assert (out / 'predictions.png').is_file()
 
 
 def test_postprocess_rescores_and_merges_near_duplicates():

@@ -1,9 +1,9 @@
 """Where each network's variables sit in a PyTorch state dict.
 
 `LAYOUTS`: the official pose checkpoints, one `TorchLayout` per network:
-the official deep-high-resolution-net.pytorch HRNet,
-microsoft/human-pose-estimation.pytorch SimpleBaselines and
-princeton-vl/pytorch_stacked_hourglass.
+the official deep-high-resolution-net.pytorch HRNet (and HigherHRNet),
+microsoft/human-pose-estimation.pytorch SimpleBaselines,
+princeton-vl/pytorch_stacked_hourglass and princeton-vl/pose-ae-train.
 
 `BACKBONES`: the ImageNet classification checkpoints a pose network starts
 from; their keys are those of the network's own `LAYOUTS` entry, so one key
@@ -23,6 +23,7 @@ from posejax.checkpoints import torch_files
 from posejax.models import common
 from posejax.models import hourglass
 from posejax.models import hrnet
+from posejax.models import pose_ae_hourglass
 from posejax.models import simple_baseline
 from posejax.models import summary
 
@@ -109,6 +110,8 @@ LAYOUTS: dict[str, TorchLayout] = {
     'simple_baseline': TorchLayout(
         key=simple_baseline.torch_state_dict_key,
         to_flax=_to_flax_by(simple_baseline.torch_weight_axes)),
+    # princeton-vl/pose-ae-train (associative embedding, COCO).
+    'ae_hourglass': TorchLayout(key=pose_ae_hourglass.torch_state_dict_key),
     'hourglass': TorchLayout(key=hourglass.torch_state_dict_key,
                              unused=hourglass.unused_torch_state_dict_keys),
     # No official checkpoint: the layout serves its ImageNet ResNet-50 encoder

@@ -153,14 +153,34 @@ def group(candidates, order, detection_threshold: float, tag_threshold: float,
                 mean_tags.astype(np.float32), pixels.astype(np.int32))
 
 
-def fill_missing(people: People, refined) -> People:
-  """`people` with each missing joint taken from the refinement's search
-  when its value is positive (`refined`: numpy (P, K) 'x', 'y', 'value',
-  (P, K, 4) 'neighbours' from `AssociativeEmbeddingCodec.refine`)."""
-  missing = (people.scores == 0) & (refined['value'] > 0)
+def missing_joints(people: People) -> np.ndarray:
+  """(M, 2) the (person, joint) pairs the refinement searches: joints not
+  found (score 0), as the official code fills them."""
+  return np.argwhere(people.scores == 0)
+
+
+def fill_missing(people: People, pairs: np.ndarray, refined) -> People:
+  """`people` with the joints of `pairs` (`missing_joints`) taken from the
+  refinement's search where its value is positive (`refined`: numpy (M,)
+  'x', 'y', 'value' and (M, 4) 'neighbours' of
+  `AssociativeEmbeddingCodec.refine`)."""
+  if not len(pairs):
+    return people
+  keypoints, scores = people.keypoints.copy(), people.scores.copy()
+  taken = refined['value'] > 0
+  p, k = pairs[taken, 0], pairs[taken, 1]
   xy = np.stack([refined['x'], refined['y']], -1).astype(np.float32)
   xy = xy + quarter_step(refined['neighbours'])
-  return dataclasses.replace(
-      people,
-      keypoints=np.where(missing[..., None], xy, people.keypoints).astype(np.float32),
-      scores=np.where(missing, refined['value'], people.scores).astype(np.float32))
+  keypoints[p, k] = xy[taken]
+  scores[p, k] = refined['value'][taken]
+  return dataclasses.replace(people, keypoints=keypoints, scores=scores)
+
+
+def people_boxes(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
+  """(N, 4) x, y, w, h around each person's found keypoints (scores > 0)."""
+  found = scores > 0
+  big = np.float32(1e9)
+  lo = np.where(found[..., None], keypoints, big).min(1)
+  hi = np.where(found[..., None], keypoints, -big).max(1)
+  box = np.concatenate([lo, hi - lo], -1)
+  return np.where(found.any(1)[:, None], box, 0.0).astype(np.float32)

@@ -19,6 +19,7 @@ import numpy as np
 from posejax import distributed
 from posejax import geometry
 from posejax import sharding
+from posejax.codecs import grouping
 from posejax.data import pipeline
 from posejax.evaluation.predictions import Predictions
 from posejax.inference import predict_fn as predict_fn_lib
@@ -29,16 +30,6 @@ def make_people_predict_fn(setup):
   flip_index = setup.spec.flip_index if config.eval.flip_test else None
   return predict_fn_lib.make_bottom_up_predict_fn(setup.model, setup.codec,
                                                   flip_index, setup.mesh)
-
-
-def people_box(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  """(N, 4) x, y, w, h around each person's found keypoints (scores > 0)."""
-  found = scores > 0
-  big = np.float32(1e9)
-  lo = np.where(found[..., None], keypoints, big).min(1)
-  hi = np.where(found[..., None], keypoints, -big).max(1)
-  box = np.concatenate([lo, hi - lo], -1)
-  return np.where(found.any(1)[:, None], box, 0.0).astype(np.float32)
 
 
 def predict_people(setup, variables, predict_fn=None, keep_images: int = 0):
@@ -99,7 +90,7 @@ def predict_people(setup, variables, predict_fn=None, keep_images: int = 0):
       keypoints_input=c['keypoints_input'], scores=c['scores'],
       gt_keypoints=np.zeros((n, k, 2), np.float32),
       visibility=np.zeros((n, k), np.int32),
-      bbox=people_box(c['keypoints'], c['scores']), center=c['center'],
+      bbox=grouping.people_boxes(c['keypoints'], c['scores']), center=c['center'],
       scale=c['scale'], box_score=np.ones((n,), np.float32),
       ground_truth_boxes=False, instance_score=c['instance_score'])
   return predictions, kept

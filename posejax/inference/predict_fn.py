@@ -86,6 +86,33 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
   refine_fn = jax.jit(codec.refine)
   order = codec.order()
 
+  def _refine(people, combined):
+    """Every image's missing joints searched in one device step; pairs and
+    people padded to powers of two (the same on every process), so that a
+    few shapes compile."""
+    pairs = [grouping.missing_joints(p) for p in people]
+    sizes = (max((len(x) for x in pairs), default=0),
+             max((len(p) for p in people), default=0))
+    if mesh is not None:
+      sizes = tuple(np.max(distributed.allgather_objects(sizes), axis=0))
+    if not sizes[0]:
+      return people
+    n = _bucket(sizes[0])
+    means = np.zeros((len(people), _bucket(sizes[1]), combined[1].shape[-1]),
+                     np.float32)
+    person = np.zeros((len(people), n), np.int32)
+    joint = np.zeros((len(people), n), np.int32)
+    for i, (p, x) in enumerate(zip(people, pairs)):
+      means[i, :len(p)] = p.mean_tags
+      person[i, :len(x)], joint[i, :len(x)] = x[:, 0], x[:, 1]
+    arrays = {'means': means, 'person': person, 'joint': joint}
+    arrays = ({k: jnp.asarray(v) for k, v in arrays.items()} if mesh is None
+              else sharding.global_batch(arrays, mesh))
+    refined = fetch(refine_fn(combined, arrays['means'], arrays['person'],
+                              arrays['joint']))
+    return [grouping.fill_missing(p, x, {k: v[i, :len(x)] for k, v in refined.items()})
+            for i, (p, x) in enumerate(zip(people, pairs))]
+
   def fetch(tree):
     if mesh is None:
       return jax.device_get(tree)
@@ -99,19 +126,8 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
                        codec.detection_threshold, codec.tag_threshold,
                        codec.max_people, codec.adjust)
         for i in range(len(candidates['value']))]
-    most = max((len(p) for p in people), default=0)
-    if mesh is not None:  # every process runs the same refinement
-      most = max(distributed.allgather_objects(most))
-    if codec.refine_missing and most:
-      tag_dims = candidates['tags'].shape[-1]
-      means = np.zeros((len(people), _bucket(most), tag_dims), np.float32)
-      for i, p in enumerate(people):
-        means[i, :len(p)] = p.mean_tags
-      means = (jnp.asarray(means) if mesh is None
-               else sharding.global_batch({'m': means}, mesh)['m'])
-      refined = fetch(refine_fn(combined, means))
-      people = [grouping.fill_missing(p, {k: v[i, :len(p)] for k, v in refined.items()})
-                if len(p) else p for i, p in enumerate(people)]
+    if codec.refine_missing:
+      people = _refine(people, combined)
     map_size = combined[0].shape[1:3]
     return [dataclasses.replace(
         p, keypoints=np.asarray(codec.to_input(p.keypoints, map_size), np.float32))

@@ -20,6 +20,7 @@ from posejax import experiment
 from posejax import geometry
 from posejax import models
 from posejax import sharding
+from posejax.codecs import grouping
 from posejax.evaluation import coco
 from posejax.inference import predict_fn
 from posejax.models import summary
@@ -37,16 +38,28 @@ class ImagePrediction:
   crops: np.ndarray | None = None
   stage_heatmaps: np.ndarray | None = None
   keypoints_input: np.ndarray | None = None
+  # Bottom-up: (N,) the grouping's person scores; with `heatmaps=True`,
+  # `crops` is the one whole-image input, `stage_heatmaps` (1, S, h, w, K)
+  # and `tag_maps` (1, h, w, K) its maps.
+  person_scores: np.ndarray | None = None
+  tag_maps: np.ndarray | None = None
 
   @property
   def instance_scores(self) -> np.ndarray:
-    """(N,) mean keypoint score above 0.2, as the COCO evaluation rescores."""
+    """(N,) mean keypoint score above 0.2, as the COCO evaluation rescores
+    (bottom-up: the grouping's person scores)."""
+    if self.person_scores is not None:
+      return self.person_scores
     return coco.rescore_instances(np.ones(len(self.boxes)), self.scores)
 
   def take(self, rows) -> ImagePrediction:
-    """The instances at `rows`, every field alike."""
+    """The instances at `rows`, every per-instance field alike."""
+    whole = ('tag_maps',) if self.person_scores is not None else ()
+    if self.person_scores is not None:
+      whole += ('crops', 'stage_heatmaps')  # of the image, not per person
     return ImagePrediction(**{
-        f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+        f.name: (getattr(self, f.name) if getattr(self, f.name) is None
+                 or f.name in whole else getattr(self, f.name)[rows])
         for f in dataclasses.fields(self)})
 
 
@@ -59,6 +72,11 @@ class Predictor:
   ratio, `input.padding`, `input.crop`), predicts in batches of
   `batch_size` (padded, so each batch size compiles once), with flip test
   as the config says, and maps the keypoints back to the image.
+
+  With a bottom-up codec (`Codec.bottom_up`) there are no boxes: the whole
+  image is shown as the evaluation shows it (a square of its longer side,
+  posejax/data/pipeline/whole_image.py) and every person found comes back,
+  with a box around their keypoints.
   """
 
   def __init__(self, config, model, codec, spec, variables, batch_size: int = 16):
@@ -66,9 +84,14 @@ class Predictor:
     self.variables = variables
     self.batch_size = batch_size
     self.input_size = tuple(config.input.size)
-    self._predict = predict_fn.make_predict_fn(
-        model, codec, spec.flip_index if config.eval.flip_test else None,
-        stage_maps='all')
+    flip_index = spec.flip_index if config.eval.flip_test else None
+    if codec.bottom_up:
+      self._people = predict_fn.make_bottom_up_predict_fn(model, codec, flip_index)
+      self._maps = jax.jit(lambda v, x: model.apply(
+          v, models.common.model_inputs(model, x), train=False))
+    else:
+      self._predict = predict_fn.make_predict_fn(model, codec, flip_index,
+                                                 stage_maps='all')
 
   @classmethod
   def from_workdir(cls, config, workdir: str, step: int | None = None,
@@ -132,6 +155,11 @@ class Predictor:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
       raise ValueError(f'Predictor expects an RGB uint8 image (H, W, 3); got '
                        f'{image.dtype} {image.shape}.')
+    if self.codec.bottom_up:
+      if boxes is not None:
+        raise ValueError('Bottom-up networks find every person without boxes; '
+                         'call the predictor without them.')
+      return self._bottom_up(image, heatmaps)
     if boxes is None:
       boxes = [[0.0, 0.0, image.shape[1], image.shape[0]]]
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -148,3 +176,32 @@ class Predictor:
     if not heatmaps:
       return ImagePrediction(boxes, keypoints, scores)
     return ImagePrediction(boxes, keypoints, scores, crops, stages, keypoints_input)
+
+  def _bottom_up(self, image: np.ndarray, heatmaps: bool) -> ImagePrediction:
+    """Every person of the image (see the class docstring)."""
+    h, w = image.shape[:2]
+    center = np.asarray([(w - 1) / 2, (h - 1) / 2], np.float32)
+    side = np.float32(max(h, w))
+    scale = np.asarray([side, side], np.float32)
+    matrix = geometry.crop_matrix(center, scale, np.float32(0.0), self.input_size)
+    x = cv2.warpAffine(image, np.asarray(matrix[:2], np.float64),
+                       self.input_size[::-1], flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    people = self._people(self.variables, x[None])[0]
+    n = len(people)
+    keypoints = geometry.input_to_image(
+        people.keypoints, np.broadcast_to(center, (n, 2)),
+        np.broadcast_to(scale, (n, 2)), self.input_size).astype(np.float32)
+    prediction = ImagePrediction(
+        grouping.people_boxes(keypoints, people.scores), keypoints,
+        people.scores, keypoints_input=people.keypoints,
+        person_scores=people.person_scores)
+    if heatmaps:
+      outputs = jax.device_get(self._maps(self.variables, x[None]))
+      size = outputs[0].shape[1:3]
+      stages = np.stack([cv2.resize(np.asarray(self.codec.maps(o))[0], size[::-1])
+                         .reshape(*size, -1) for o in outputs])[None]
+      prediction = dataclasses.replace(
+          prediction, crops=x[None], stage_heatmaps=stages,
+          tag_maps=np.asarray(self.codec.tag_maps(outputs[0])))
+    return prediction

@@ -28,6 +28,8 @@ from posejax.models.cpm import CPM
 from posejax.models.cpm import CPM_PRESETS
 from posejax.models.hourglass import HOURGLASS_PRESETS
 from posejax.models.hourglass import StackedHourglass
+from posejax.models.pose_ae_hourglass import POSE_AE_HOURGLASS_PRESETS
+from posejax.models.pose_ae_hourglass import PoseAEHourglass
 from posejax.models.hrnet import HRNET_PRESETS
 from posejax.models.hrnet import HRNet
 from posejax.models.simple_baseline import SIMPLE_BASELINE_PRESETS
@@ -63,7 +65,10 @@ class Network:
 NETWORKS: dict[str, Network] = {
     'hrnet': Network(
         HRNet, HRNET_PRESETS, usual_input=((256, 192), 17),
-        preset_inputs={'v2_w18': ((256, 256), 98)},  # WFLW faces
+        preset_inputs={'v2_w18': ((256, 256), 98),  # WFLW faces
+                       # Bottom-up COCO: 17 heatmaps and 17 tags.
+                       'higher_w32': ((512, 512), 34),
+                       'higher_w48': ((640, 640), 34)},
         smoke=dict(stem_width=8, stage1_blocks=1, widths=(8, 16),
                    num_modules=(1,), num_blocks=1)),
     'simple_baseline': Network(
@@ -73,6 +78,11 @@ NETWORKS: dict[str, Network] = {
         StackedHourglass, HOURGLASS_PRESETS,
         usual_input=((256, 256), 16),  # MPII
         smoke=dict(num_stacks=1, features=8, depth=1)),
+    # Bottom-up (associative embedding): K heatmaps and K tags per stack.
+    'ae_hourglass': Network(
+        PoseAEHourglass, POSE_AE_HOURGLASS_PRESETS,
+        usual_input=((512, 512), 34),
+        smoke=dict(num_stacks=2, features=8, increase=4, depth=2)),
     'cpm': Network(
         CPM, CPM_PRESETS, usual_input=((256, 192), 17),
         smoke=dict(num_stages=2, feat_channels=8, middle_channels=8,
@@ -179,6 +189,7 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
 
 
 __all__ = [
-    'AsymmetricHourglass', 'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network', 'SimpleBaseline',
+    'AsymmetricHourglass', 'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network',
+    'PoseAEHourglass', 'SimpleBaseline',
     'StackedHourglass', 'build_model', 'model_fields', 'normalize_images',
 ]

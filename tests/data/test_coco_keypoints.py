@@ -98,3 +98,48 @@ def test_unknown_dataset_names_are_rejected(tmp_path):
   cfg.config = '2016'
   with pytest.raises(ValueError, match="'2016'"):
     data.get_builder(cfg)
+
+
+def test_ignore_mask_covers_crowds_and_people_without_keypoints(tmp_path):
+  """Crowd RLE and a keypoint-less person's polygon become the ignore mask,
+  as the official HigherHRNet loader masks them; labelled people do not."""
+  from pycocotools import mask as mask_utils
+  root = str(tmp_path / 'coco')
+  h, w = 40, 60
+  crowd = np.zeros((h, w), np.uint8, order='F')
+  crowd[5:15, 40:55] = 1
+  rle = mask_utils.encode(np.asfortranarray(crowd))
+  # Uncompressed counts, as COCO's json stores crowd regions.
+  counts, run, value = [], 0, 0
+  for v in crowd.flatten(order='F'):
+    if v != value:
+      counts.append(run)
+      run, value = 0, v
+    run += 1
+  counts.append(run)
+  assert mask_utils.decode(mask_utils.frPyObjects(
+      {'counts': counts, 'size': [h, w]}, h, w)).sum() == crowd.sum() == mask_utils.area(rle)
+  kps = np.zeros((17, 3))
+  kps[0] = [10, 10, 2]
+  anns = [
+      _person(1, 1, kps, [5, 5, 10, 10]),
+      {**_person(2, 1, np.zeros(51), [40, 5, 15, 10], iscrowd=1),
+       'segmentation': {'counts': counts, 'size': [h, w]}},
+      {**_person(3, 1, np.zeros(51), [2, 25, 10, 10]),
+       'segmentation': [[2, 25, 12, 25, 12, 35, 2, 35]]},
+      _person(4, 1, np.zeros(51), [30, 30, 5, 5]),  # no segmentation: its box
+  ]
+  for split in ('train', 'val'):
+    _write_coco(root, split, [{'id': 1, 'file_name': 'a.jpg', 'width': w,
+                               'height': h}], anns)
+    cv2.imwrite(os.path.join(root, f'{split}2017', 'a.jpg'),
+                np.full((h, w, 3), 128, np.uint8))
+  builder = data.get_builder(_dataset_config(str(tmp_path / 'records'), root))
+  record = next(builder.as_dataset(split='validation').as_numpy_iterator())
+  mask = record['ignore_mask'][..., 0]
+  assert mask.shape == (h, w) and set(np.unique(mask)) == {0, 1}
+  np.testing.assert_array_equal(mask[5:15, 40:55], 1)   # the crowd
+  assert mask[26:34, 3:11].all()                          # the polygon
+  np.testing.assert_array_equal(mask[30:35, 30:35], 1)   # the box
+  assert not mask[5:15, 5:15].any()                       # the labelled person
+  assert mask.sum() < crowd.sum() + 12 * 12 + 25 + 5

@@ -87,3 +87,29 @@ def test_imported_pytorch_weights_give_pytorch_outputs():
     b = b.numpy().transpose(0, 2, 3, 1)
     assert a.shape == b.shape
     np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max(), rtol=0)
+
+
+def test_associative_embedding_hourglass_maps_the_official_listing():
+  """princeton-vl/pose-ae-train's 4-stack PoseNet (68 output channels)."""
+  model = models.build_model({'name': 'ae_hourglass', 'preset': 'ae4'}, 68)
+  state_dict = reference_layouts.random_state_dict('pose_ae_hourglass4.txt')
+  variables = official.variables_from_state_dict(state_dict, 'ae_hourglass', model,
+                                                 (512, 512))
+  assert sum(v.size for v in jax.tree.leaves(variables['params'])) == 138_893_840
+  np.testing.assert_array_equal(
+      variables['params']['features_0_0']['low2']['low2']['low2']['low2']['conv']['kernel'],
+      state_dict['features.0.0.low2.low2.low2.low2.conv.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      variables['params']['merge_preds_2']['conv']['conv']['bias'],
+      state_dict['merge_preds.2.conv.conv.bias'])
+
+
+def test_associative_embedding_hourglass_outputs_every_stack():
+  model = models.build_model({'name': 'ae_hourglass', 'num_stacks': 2, 'features': 8,
+                              'increase': 4, 'depth': 2}, 2 * 5)
+  shapes = jax.eval_shape(
+      lambda v, x: model.apply(v, x), summary.abstract_variables(model, (64, 64)),
+      jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert [s.shape for s in shapes] == [(1, 16, 16, 10)] * 2
+  with pytest.raises(ValueError, match='divisible by 16'):
+    model.init(jax.random.key(0), jnp.zeros((1, 60, 64, 3)))

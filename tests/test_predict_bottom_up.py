@@ -1,0 +1,92 @@
+"""Prediction without boxes: bottom-up configs in the Predictor and the CLI."""
+
+import json
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from conftest import run_python
+
+VARIANT = 'higher_hrnet,smoke'
+
+
+@pytest.fixture(scope='module')
+def run(smoke_config, smoke_builder, smoke_data_dir, tmp_path_factory):
+  """A bottom-up smoke run directory with a step-0 checkpoint of random weights."""
+  import reference_layouts
+  from posejax import experiment
+  from posejax.checkpoints import official
+  config = smoke_config(VARIANT)
+  config.dataset.data_dir = smoke_data_dir
+  setup = experiment.Setup(config)
+  abstract = jax.eval_shape(setup.model.init, jax.random.key(0),
+                            np.zeros((1, *config.input.size, 3), np.float32))
+  variables = reference_layouts.random_variables(abstract, seed=0)
+  workdir = str(tmp_path_factory.mktemp('bottom_up_run'))
+  official.write_checkpoint(config, variables, workdir)
+  return config, setup, variables, workdir
+
+
+@pytest.mark.slow
+def test_predictor_finds_the_evaluation_people_on_the_same_image(run, smoke_builder):
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  from posejax.evaluation import predict_people
+  from posejax.inference import predictor as predictor_lib
+  config, setup, variables, workdir = run
+  config.eval.flip_test = True
+  predictions, kept = predict_people.predict_people(setup, variables, keep_images=1)
+  record = next(iter(smoke_builder.as_dataset(
+      split='validation', shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding()}).as_numpy_iterator()))
+  image = tf.io.decode_image(record['image'], channels=3).numpy()
+  predictor = predictor_lib.Predictor.from_workdir(config, workdir)
+  found = predictor(image, heatmaps=True)
+  rows = predictions.image_id == record['image/id']
+  assert rows.sum() == len(found.keypoints) == len(kept[0][1]) > 0
+  # Both warp the image to the input (TF and OpenCV bilinear differ by a
+  # level here and there): the same people, to a fraction of a pixel.
+  order = lambda k: np.lexsort(k.reshape(len(k), -1).T[::-1])
+  np.testing.assert_allclose(
+      found.keypoints[order(found.keypoints)],
+      predictions.keypoints[rows][order(predictions.keypoints[rows])], atol=0.5)
+  np.testing.assert_allclose(np.sort(found.instance_scores),
+                             np.sort(predictions.instance_score[rows]), atol=1e-2)
+  assert found.boxes.shape == (len(found.keypoints), 4)
+  assert found.tag_maps.shape[-1] == 17 and found.stage_heatmaps.shape[1] == 2
+  with pytest.raises(ValueError, match='without boxes'):
+    predictor(image, [[0, 0, 10, 10]])
+
+
+def _cli(*args, timeout=300):
+  return run_python('-m', 'posejax.predict', *args, timeout=timeout,
+                    env={'POSEJAX_KEEP_MALLOC': '1'})
+
+
+@pytest.mark.slow
+def test_cli_finds_people_without_boxes_and_refuses_boxes(run, smoke_data_dir, tmp_path):
+  _, _, _, workdir = run
+  common = [f'--config=configs/synthetic.py:{VARIANT}', f'--workdir={workdir}',
+            f'--config.dataset.data_dir={smoke_data_dir}']
+  photo = tmp_path / 'photo.png'
+  cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (90, 120, 3),
+                                                            np.uint8))
+  out = tmp_path / 'out'
+  done = _cli(*common, f'--input={photo}', f'--output={out}', '--heatmaps')
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = json.loads(done.stdout[done.stdout.index('{'):])
+  results = json.loads((out / 'results.json').read_text())
+  assert report['instances'] == len(results)
+  assert all(r['file_name'] == 'photo.png' and len(r['keypoints']) == 51
+             for r in results)
+  assert (out / 'drawn' / 'photo.png').is_file()
+  panel = cv2.imread(str(out / 'panels' / 'photo.png'))
+  assert panel is not None and panel.shape[1] > 3 * panel.shape[0]  # 4 cells
+  refused = _cli(*common, f'--input={photo}', f'--output={tmp_path / "o2"}',
+                 '--boxes=hog')
+  assert refused.returncode != 0
+  assert refused.stderr.strip().splitlines()[-1] == (
+      'posejax: --boxes=hog: bottom-up networks need no boxes (they find every '
+      'person in the image); drop --boxes.')
