@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests'))
 
 from posejax import codecs  # noqa: E402
 from posejax.codecs import grouping  # noqa: E402
+from posejax.inference import predict_fn  # noqa: E402
 import reference_grouping  # noqa: E402
 from test_grouping import scene  # noqa: E402
 
@@ -51,7 +52,7 @@ def posejax_people(codec, decode, refine, combined, tag):
                           codec.tag_threshold, codec.max_people, codec.adjust)
   pairs = grouping.missing_joints(people)
   if len(pairs):
-    bucket = lambda n: 1 << (n - 1).bit_length()  # as the predict function pads
+    bucket = predict_fn.padded_size  # as the predict function pads
     means = np.zeros((1, bucket(len(people)), tag.shape[-1]), np.float32)
     means[0, :len(people)] = people.mean_tags
     padded = np.zeros((bucket(len(pairs)), 2), np.int32)

@@ -35,7 +35,6 @@ is host work.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -50,25 +49,23 @@ from posejax.codecs import heatmap
 COCO_JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
 
 
-def max_pool(maps: jax.Array, kernel: int) -> jax.Array:
-  """(B, H, W, K) maximum over each pixel's kernel x kernel window, stride 1,
-  the border padded with -inf (PyTorch's MaxPool2d(kernel, 1, kernel // 2)).
+def max_pool(maps: jax.Array, kernel: int, axes=(1, 2)) -> jax.Array:
+  """The maximum over each pixel's kernel x kernel window on `axes` (H, W;
+  (B, H, W, K) by default), stride 1, the border padded with -inf (PyTorch's
+  MaxPool2d(kernel, 1, kernel // 2)).
 
-  As two 1-D passes of shifted maxima: the same values as one 2-D
-  `reduce_window`, which XLA:CPU runs several times slower.
+  As two 1-D windows, one per axis: the same values as one 2-D window,
+  which XLA:CPU runs several times slower.
   """
   pad = kernel // 2
-
-  def along(x, axis):
-    size = x.shape[axis]
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (pad, pad)
-    padded = jnp.pad(x, widths, constant_values=-jnp.inf)
-    shifted = [jax.lax.slice_in_dim(padded, d, d + size, axis=axis)
-               for d in range(kernel)]
-    return functools.reduce(jnp.maximum, shifted)
-
-  return along(along(maps, 1), 2)
+  for axis in axes:
+    window = [1] * maps.ndim
+    window[axis] = kernel
+    padding = [(0, 0)] * maps.ndim
+    padding[axis] = (pad, pad)
+    maps = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, tuple(window),
+                                 (1,) * maps.ndim, tuple(padding))
+  return maps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,19 +226,27 @@ class AssociativeEmbeddingCodec(base.Codec):
     maps, tags = output
     b, h, w, k = maps.shape
     n = min(self.max_people, h * w)
-    peaks = jnp.where(max_pool(maps, self.nms_kernel) == maps, maps, 0.0)
-    flat = peaks.reshape(b, h * w, k).transpose(0, 2, 1)  # (B, K, hw)
-    value, index = jax.lax.top_k(flat, n)
+    # One transpose, to (B, K, H, W) for the NMS and top_k's last axis
+    # (the fastest arrangement on XLA:CPU); the rest is gathered from the
+    # (B, H, W, K) maps.
+    per_joint = jnp.moveaxis(maps, 3, 1)
+    pooled = max_pool(per_joint, self.nms_kernel, axes=(2, 3))
+    peaks = jnp.where(pooled == per_joint, per_joint, 0.0).reshape(b, k, h * w)
+    value, index = jax.lax.top_k(peaks, n)  # (B, K, N)
     x, y = index % w, index // w
-    flat_maps = maps.reshape(b, h * w, k).transpose(0, 2, 1)
-    flat_tags = tags.reshape(b, h * w, k, -1).transpose(0, 2, 1, 3)
+    flat_maps = maps.reshape(b, h * w * k)
+    joint = jnp.arange(k)[None, :, None]
 
     def at(dx, dy):
       xx, yy = jnp.clip(x + dx, 0, w - 1), jnp.clip(y + dy, 0, h - 1)
-      return jnp.take_along_axis(flat_maps, yy * w + xx, axis=2)
+      return jnp.take_along_axis(
+          flat_maps, ((yy * w + xx) * k + joint).reshape(b, -1), axis=1
+      ).reshape(b, k, n)
 
     neighbours = jnp.stack([at(1, 0), at(-1, 0), at(0, 1), at(0, -1)], -1)
-    picked_tags = jnp.take_along_axis(flat_tags, index[..., None], axis=2)
+    flat_tags = tags.reshape(b, h * w * k, tags.shape[-1])
+    picked_tags = jnp.take_along_axis(
+        flat_tags, (index * k + joint).reshape(b, -1, 1), axis=1).reshape(b, k, n, -1)
     return {'x': x.astype(jnp.int32), 'y': y.astype(jnp.int32), 'value': value,
             'tags': picked_tags, 'neighbours': neighbours}
 
@@ -259,11 +264,12 @@ class AssociativeEmbeddingCodec(base.Codec):
     """
     maps, tags = output
     b, h, w, k = maps.shape
-    per_joint = jnp.moveaxis(maps, 3, 1).reshape(b, k, h * w)  # (B, K, hw)
+    # Whole rows of the (B, K, H*W) layout: the fastest gather on XLA:CPU.
+    per_joint = jnp.moveaxis(maps, 3, 1).reshape(b, k, h * w)
+    per_joint_tags = jnp.moveaxis(tags, 3, 1).reshape(b, k, h * w, -1)
     joint_maps = jnp.take_along_axis(per_joint, joint[..., None], axis=1)  # (B, N, hw)
-    joint_tags = jnp.take_along_axis(
-        jnp.moveaxis(tags, 3, 1).reshape(b, k, h * w, -1), joint[..., None, None],
-        axis=1)  # (B, N, hw, L)
+    joint_tags = jnp.take_along_axis(per_joint_tags, joint[..., None, None],
+                                     axis=1)  # (B, N, hw, L)
     mean = jnp.take_along_axis(mean_tags, person[..., None], axis=1)  # (B, N, L)
     distance = jnp.sqrt(((joint_tags - mean[:, :, None]) ** 2).sum(-1))
     index = jnp.argmax(joint_maps - jnp.round(distance), axis=-1)  # (B, N)
@@ -271,7 +277,7 @@ class AssociativeEmbeddingCodec(base.Codec):
 
     def at(dx, dy):
       xx, yy = jnp.clip(x + dx, 0, w - 1), jnp.clip(y + dy, 0, h - 1)
-      return jnp.take_along_axis(joint_maps, (yy * w + xx)[..., None], -1)[..., 0]
+      return jnp.take_along_axis(joint_maps, (yy * w + xx)[..., None], axis=-1)[..., 0]
 
     return {'x': x.astype(jnp.int32), 'y': y.astype(jnp.int32), 'value': at(0, 0),
             'neighbours': jnp.stack([at(1, 0), at(-1, 0), at(0, 1), at(0, -1)], -1)}

@@ -53,9 +53,15 @@ def make_predict_fn(model, codec, flip_index=None, stage_maps: str = ''):
   return jax.jit(predict)
 
 
-def _bucket(n: int) -> int:
-  """The next power of two: the refinement compiles for a few sizes only."""
-  return 1 << max(0, (n - 1).bit_length())
+def padded_size(n: int) -> int:
+  """`n` rounded up to 8, 12, 16, 24, 32, 48, 64, ... (x 1.5 or x 4/3 each
+  step): the refinement compiles for a few sizes only, and pads less than
+  to a power of two."""
+  n = max(int(n), 1)
+  size = 8
+  while size < n:
+    size = size * 3 // 2 if (size & (size - 1)) == 0 else size // 3 * 4
+  return size
 
 
 def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
@@ -97,8 +103,8 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
       sizes = tuple(np.max(distributed.allgather_objects(sizes), axis=0))
     if not sizes[0]:
       return people
-    n = _bucket(sizes[0])
-    means = np.zeros((len(people), _bucket(sizes[1]), combined[1].shape[-1]),
+    n = padded_size(sizes[0])
+    means = np.zeros((len(people), padded_size(sizes[1]), combined[1].shape[-1]),
                      np.float32)
     person = np.zeros((len(people), n), np.int32)
     joint = np.zeros((len(people), n), np.int32)
