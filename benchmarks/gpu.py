@@ -25,8 +25,14 @@ profile plugin or in Perfetto), and the table is followed by the trace's XLA
 ops grouped by kind and the longest single ops, and by how much of the
 traced time the GPU was busy (`benchmark.trace_summary`).
 
+Bottom-up: HigherHRNet-W32 at 512x512 (bfloat16 batch 24, float32 batch
+12) after the top-down networks, and benchmarks/grouping_speed.py (the
+decoding and grouping of one image's 512x512 maps against a transcription
+of the official HigherHRNet group.py, the same people required).
+
 Each half runs in a child process (JAX takes most of the GPU's memory when
-it starts) with a time budget (6 minutes for posejax, 75 s for PyTorch):
+it starts) with a time budget (5.5 minutes for posejax, 75 s for PyTorch; the
+grouping benchmark after them, at most 3 minutes, usually under one):
 cases run in order of importance (HRNet-W32 and SimpleBaseline-R50 first,
 bf16 first, batch 128 first), and a case that would start after its half's
 budget is listed as skipped, so the run ends in about 8 minutes whatever the
@@ -56,7 +62,12 @@ DTYPES = ('bfloat16', 'float32')
 BATCHES = (128, 32)
 # Seconds each half may start cases in (8 minutes in all, with start-up):
 # a case that would begin after its half's budget is reported as skipped.
-BUDGET_S = {'jax': 360.0, 'torch': 75.0}
+BUDGET_S = {'jax': 330.0, 'torch': 75.0}
+# Bottom-up, after the top-down networks: HigherHRNet-W32 at 512 (the
+# official yaml trains 12 images per GPU in float32), and the grouping
+# against the official code's (benchmarks/grouping_speed.py).
+BOTTOM_UP_CASES = (('hrnet:higher_w32', 'bfloat16', 24), ('hrnet:higher_w32', 'float32', 12))
+
 STEPS, WARMUP = 10, 2
 
 # Dense peak TFLOP/s of the H100 SXM and H200 (same compute): bf16 tensor
@@ -67,6 +78,7 @@ PEAK_TFLOPS = {'H100': {'bfloat16': 989.0, 'float32': 494.0},
 # --smoke: networks small enough for a CPU, same code paths.
 SMOKE_HRNET = dict(name='hrnet', stem_width=8, stage1_blocks=1, widths=(4, 8),
                    num_modules=(1,), num_blocks=1)
+SMOKE_HIGHER_HRNET = dict(SMOKE_HRNET, head='higher', deconv_blocks=1)
 SMOKE_INPUT = (32, 32)
 
 
@@ -137,6 +149,44 @@ def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
         except Exception as e:  # pylint: disable=broad-except
           case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
         print('RESULT ' + json.dumps(case), flush=True)
+  cases = ((SMOKE_HIGHER_HRNET, 'bfloat16', 2),) if smoke else BOTTOM_UP_CASES
+  for network, dtype, batch in cases:
+    name = 'hrnet:higher (smoke)' if smoke else network
+    case = {'framework': 'posejax', 'network': name, 'dtype': dtype, 'batch': batch}
+    if not budget.allows_another():
+      print('RESULT ' + json.dumps(_skipped(case, budget)), flush=True)
+      continue
+    try:
+      r = budget.timed(lambda: benchmark.benchmark(
+          network, batch, SMOKE_INPUT if smoke else None, dtype,
+          num_keypoints=34, steps=2 if smoke else STEPS,
+          warmup=1 if smoke else WARMUP, peak_tflops=peaks.get(dtype), log=None,
+          forward=False))
+      train = r['train']
+      case.update(device=r['device'], input=r['input'],
+                  images_per_s=train['images_per_s'], tflops_per_s=train['tflops_per_s'],
+                  utilization=train['utilization'],
+                  memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
+                  compile_s=train['compile_s'])
+    except Exception as e:  # pylint: disable=broad-except
+      case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+    print('RESULT ' + json.dumps(case), flush=True)
+
+
+def _grouping(smoke: bool) -> dict:
+  """benchmarks/grouping_speed.py in a child process: its JSON line."""
+  args = [sys.executable, os.path.join(REPO, 'benchmarks', 'grouping_speed.py')]
+  args += ['--size=64', '--images=2'] if smoke else ['--size=512', '--images=10']
+  env = dict(os.environ)
+  if smoke:
+    env.setdefault('JAX_PLATFORMS', 'cpu')
+  proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False,
+                        timeout=180)
+  try:
+    return {'framework': 'grouping', **json.loads(proc.stdout.strip().splitlines()[-1])}
+  except (ValueError, IndexError):
+    return {'framework': 'grouping',
+            'error': f'exit {proc.returncode}: ' + proc.stderr.strip()[-500:]}
 
 
 def _torch_network(name: str, smoke: bool):
@@ -266,6 +316,13 @@ def table(results: list[dict]) -> str:
       lines += [f'| {k} | {1e3 * sec:.2f} | {100 * f:.1f}% |' for k, sec, f in t['kinds']]
       lines += ['', '| op | ms (3 steps) | share |', '|---|---:|---:|']
       lines += [f'| {k} | {1e3 * sec:.2f} | {100 * f:.1f}% |' for k, sec, f in t['ops']]
+  for r in results:
+    if r.get('framework') == 'grouping' and 'speedup' in r:
+      lines.append(
+          f"\nBottom-up decoding and grouping, {r['size']}x{r['size']} maps, "
+          f"{r['people']} people ({r['backend']}): posejax {r['posejax_ms']:.1f} ms, "
+          f"the official group.py transcribed {r['reference_ms']:.1f} ms per image: "
+          f"{r['speedup']:.1f}x, the same people")
   errors = [r for r in results if r.get('framework') != 'posejax' and 'error' in r]
   lines += [f"\n{r['framework']} {r.get('network', '')} {r.get('batch', '')}: {r['error']}"
             for r in errors]
@@ -290,6 +347,10 @@ def main() -> None:
   start = time.perf_counter()
   trace_dir = os.path.abspath(args.trace_dir) if args.trace_dir else None
   results = _run_half('jax', args.smoke, trace_dir) + _run_half('torch', args.smoke)
+  try:
+    results.append(_grouping(args.smoke))
+  except subprocess.TimeoutExpired:
+    results.append({'framework': 'grouping', 'error': 'timed out after 180 s'})
   device = next((r['device'] for r in results if r.get('device')), 'unknown device')
   print(f'{device}, {time.perf_counter() - start:.0f} s in all\n')
   print(table(results))

@@ -5,7 +5,7 @@ r"""Bottom-up decoding and grouping: posejax against the official Python code.
 Both sides take the same maps of one image, (K, H, W) heatmaps and tags at
 the decoding resolution (HigherHRNet decodes at the input's, 512x512 for
 COCO), rendered as people with one tag each on noise
-(tests/test_grouping.py's `scene`), and return the people:
+(tests/reference_grouping.py's `scene`), and return the people:
 
   posejax    `AssociativeEmbeddingCodec.decode` (NMS, top 30, tags and
              neighbours; jitted), `grouping.group` (numpy + scipy's
@@ -43,7 +43,7 @@ from posejax import codecs  # noqa: E402
 from posejax.codecs import grouping  # noqa: E402
 from posejax.inference import predict_fn  # noqa: E402
 import reference_grouping  # noqa: E402
-from test_grouping import scene  # noqa: E402
+from reference_grouping import scene  # noqa: E402
 
 
 def posejax_people(codec, decode, refine, combined, tag):

@@ -13,29 +13,9 @@ import pytest
 from posejax import codecs
 from posejax.codecs import grouping
 from posejax.inference import predict_fn as predict_fn_lib
+from reference_grouping import scene
 
 K = 17
-
-
-def scene(seed, size=(64, 80), people=4, noise=0.05, tag_noise=0.1):
-  """(K, H, W) heatmaps and (K, H, W, 1) tags of `people` on noise."""
-  rng = np.random.default_rng(seed)
-  h, w = size
-  ys, xs = np.mgrid[:h, :w]
-  det = rng.uniform(0, noise, (K, h, w))
-  tag = rng.normal(0, 3.0, (K, h, w, 1))
-  for p in range(people):
-    person_tag = 3.0 * p + rng.normal(0, 0.3)
-    centre = rng.uniform([8, 8], [w - 9, h - 9])
-    for k in range(K):
-      if rng.uniform() < 0.15:  # not visible: refinement's case
-        continue
-      x, y = np.clip(centre + rng.normal(0, 6, 2), 1, [w - 2, h - 2])
-      g = rng.uniform(0.3, 1.0) * np.exp(-((xs - x)**2 + (ys - y)**2) / 8)
-      det[k] = np.maximum(det[k], g)
-      near = g > 0.05
-      tag[k, near, 0] = person_tag + rng.normal(0, tag_noise, near.sum())
-  return det.astype(np.float32), tag.astype(np.float32)
 
 
 def _codec(size, **fields):

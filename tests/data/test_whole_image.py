@@ -8,6 +8,9 @@ import pytest
 from posejax import batches
 from posejax import geometry
 
+# Each test builds whole-image streams of the smoke data.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def bottom_up(smoke_config, smoke_data_dir):

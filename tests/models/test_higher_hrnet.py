@@ -21,6 +21,7 @@ from posejax.models import summary
 import reference_layouts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('preset, listing, num_params', [
     ('higher_w32', 'higherhrnet_w32_official.txt', 28_645_331),
     ('higher_w48', 'higherhrnet_w48_official.txt', 63_827_139),
@@ -89,6 +90,7 @@ def test_imported_pytorch_weights_give_pytorch_outputs():
     np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max(), rtol=0)
 
 
+@pytest.mark.slow
 def test_associative_embedding_hourglass_maps_the_official_listing():
   """princeton-vl/pose-ae-train's 4-stack PoseNet (68 output channels)."""
   model = models.build_model({'name': 'ae_hourglass', 'preset': 'ae4'}, 68)
