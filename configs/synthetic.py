@@ -13,18 +13,14 @@ cosine decay; ground-truth boxes. Variants (comma-joined): the other network
 families, codecs and hard keypoint mining, and `smoke` (tiny data, 6
 steps); each is described in configs/README.md.
 
-`higher_hrnet` is the bottom-up quickstart: a narrow HigherHRNet with
-associative embedding on the whole images (no boxes), scored by OKS AP
-against every figure of the val split:
-
-  python -m posejax.main --config=configs/synthetic.py:higher_hrnet --workdir=/tmp/posejax_bottom_up
+The bottom-up quickstart on the same data is configs/synthetic_bottom_up.py.
 """
 
 import ml_collections
 
 from posejax import config_lib
 
-NETWORKS = ('hrnet', 'simple_baseline', 'hourglass', 'cpm', 'higher_hrnet')
+NETWORKS = ('hrnet', 'simple_baseline', 'hourglass', 'cpm')
 CODECS = ('dark', 'quarter', 'udp', 'offsets')
 VARIANTS = (*NETWORKS, *CODECS, 'ohkm', 'smoke')
 EXCLUSIVE = (NETWORKS, CODECS)  # one at most of each; the first is the default
@@ -36,9 +32,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                        EXCLUSIVE)
   network = config_lib.choose(variants, NETWORKS)
   codec = config_lib.choose(variants, CODECS)
-  if network == 'higher_hrnet' and variants & set(CODECS):
-    raise ValueError('configs/synthetic.py: higher_hrnet decodes associative-'
-                     f'embedding tags; drop the codec variant {sorted(variants & set(CODECS))}.')
   c = config_lib.base_config()
 
   # The base's dataset.synthetic: 5,000 train / 500 val figures of 256x256.
@@ -105,12 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.codec.stride = 8
     c.model.update(name='cpm', num_stages=3, feat_channels=32, middle_channels=16,
                    stem_channels=32, stem_hidden_channels=128)
-  elif network == 'higher_hrnet':
-    bottom_up(c)
 
-  if network == 'higher_hrnet':
-    pass  # its own codec
-  elif codec == 'quarter':
+  if codec == 'quarter':
     c.codec.refine = 'quarter'
   elif codec == 'udp':
     config_lib.udp(c)
@@ -122,13 +111,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if 'smoke' in variants:
     c.dataset.synthetic = dict(num_train=96, num_val=24, seed=0, image_size=(128, 128))
     # The backbone of simple_baseline needs sides divisible by 32.
-    c.input.size = (64, 64) if network in ('simple_baseline', 'higher_hrnet') else (64, 48)
+    c.input.size = (64, 64) if network == 'simple_baseline' else (64, 48)
     c.input.shuffle_buffer = 256
     if network == 'hrnet':
       c.model.update(stem_width=16, widths=(8, 16), num_modules=(1,), num_blocks=1)
-    elif network == 'higher_hrnet':
-      c.model.update(stem_width=8, widths=(8, 16), num_modules=(1,), num_blocks=1,
-                     deconv_blocks=1)
     else:
       config_lib.narrow_model(c.model)
     c.optim.warmup_steps = 2
@@ -137,25 +123,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.update(batch_size=8, num_images_to_draw=8)
   return c
 
-
-def bottom_up(c: ml_collections.ConfigDict) -> None:
-  """The `higher_hrnet` variant: whole images, associative embedding."""
-  c.codec = config_lib.base_config().codec
-  # Heatmaps at 1/4 (with tags) and 1/2, both averaged when decoding, as
-  # HigherHRNet; grouped at the input's resolution. The tag losses weigh
-  # 10x the published 1e-3: in a 2,000-step run the tags separate people
-  # too little at 1e-3 (AP 0.16 with the recipe's augmentation and rate).
-  c.codec.update(name='associative_embedding', stride=4, sigma=2.0,
-                 decode_outputs=2, pull_weight=1e-2, push_weight=1e-2)
-  # The whole generated image (256x256) at half its size; light
-  # augmentation, as for the top-down quickstart: the short run underfits.
-  c.input.update(size=(128, 128), whole_image_scale=(0.9, 1.1),
-                 whole_image_rotation=0.0, whole_image_translate=0.05)
-  c.model = config_lib.base_config().model
-  c.model.update(name='hrnet', head='higher', stem_width=16, stage1_blocks=1,
-                 widths=(16, 32, 64), num_modules=(1, 1), num_blocks=2,
-                 deconv_blocks=1)
-  c.optim.learning_rate = 2e-3
-  c.train.update(global_batch_size=16, num_steps=2000)
-  c.eval.batch_size = 16
-  c.eval.num_images_to_draw = 8

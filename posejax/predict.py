@@ -5,7 +5,7 @@ of DIR: `OUT/results.json`, the images with their skeletons in `OUT/drawn/`,
 for a video `OUT/<name>_pose.mp4` and `OUT/<name>_frames.json`, and with
 `--heatmaps` a panel per instance in `OUT/panels/`. Boxes: the whole image,
 a json file, or OpenCV's HOG people detector (posejax/inference/media.py).
-Bottom-up configs (e.g. configs/synthetic.py:higher_hrnet) take no boxes:
+Bottom-up configs (e.g. configs/synthetic_bottom_up.py) take no boxes:
 they find every person, and their panels (one per image) show each
 output's heatmaps and the tags.
 The library behind it is `posejax.inference.predictor.Predictor`.

@@ -9,16 +9,17 @@ import pytest
 
 from conftest import run_python
 
-VARIANT = 'higher_hrnet,smoke'
+CONFIG = 'configs/synthetic_bottom_up.py:smoke'
 
 
 @pytest.fixture(scope='module')
-def run(smoke_config, smoke_builder, smoke_data_dir, tmp_path_factory):
+def run(smoke_builder, smoke_data_dir, tmp_path_factory):
   """A bottom-up smoke run directory with a step-0 checkpoint of random weights."""
   import reference_layouts
   from posejax import experiment
   from posejax.checkpoints import official
-  config = smoke_config(VARIANT)
+  import recipe_configs
+  config = recipe_configs.load_config('synthetic_bottom_up', 'smoke')
   config.dataset.data_dir = smoke_data_dir
   setup = experiment.Setup(config)
   abstract = jax.eval_shape(setup.model.init, jax.random.key(0),

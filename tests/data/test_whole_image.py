@@ -13,9 +13,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
-def bottom_up(smoke_config, smoke_data_dir):
+def bottom_up(smoke_data_dir):
+  import recipe_configs
+
   def config(**input_fields):
-    c = smoke_config('higher_hrnet,smoke')
+    c = recipe_configs.load_config('synthetic_bottom_up', 'smoke')
     c.dataset.data_dir = smoke_data_dir
     c.input.update(input_fields)
     return c

@@ -101,7 +101,9 @@ def _geometry(height, width, seed, config, train: bool):
 def _make_example(record, seed, config, spec, train: bool):
   input_size = tuple(config.input.size)
   max_people = config.input.max_people
-  image = resample.decode(record['image'])
+  image = record['image']
+  if image.dtype == tf.string:
+    image = resample.decode(image)
   shape = tf.shape(image)
   center, side, rotation, flip = _geometry(shape[0], shape[1], seed, config, train)
   scale = tf.stack([side, side])
@@ -155,7 +157,10 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
     raise ValueError(f'No image with a labelled person in split {split!r}.')
   images = _records(builder, split).filter(_has_people)
   if config.input.cache_decoded_images:
-    images = images.cache()
+    # Each image decoded once and kept in host memory (uint8).
+    images = images.map(lambda r: {**r, 'image': resample.decode(r['image'])},
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True).cache()
   buffer = min(config.input.shuffle_buffer, num_images)
   seed = config.seed
 
