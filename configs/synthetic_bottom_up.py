@@ -9,7 +9,7 @@ figure in it, no boxes: a narrow HigherHRNet with associative embedding,
 val split (flip test, grouping, adjust and refine).
 
 Target: OKS AP >= 0.60 within about 10 minutes on a 2-core CPU. Measured:
-AP 0.2415 (AP50 0.632, AR 0.309) in 7 min 54 s with the records built, on a
+AP 0.2415 (AP50 0.632, AR 0.309) in 8 min 06 s with the records built, on a
 2-core Intel Xeon (jaxlib 0.10.2): the target is missed, and why is in
 docs/results.md ("Bottom-up quickstart"). The top-down quickstart reaches
 0.761 on the same images with ground-truth boxes. `smoke`: tiny data, a

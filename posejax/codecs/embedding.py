@@ -147,9 +147,19 @@ class AssociativeEmbeddingCodec(base.Codec):
   def heatmaps_at(self, targets, size, stride):
     """(B, h, w, K) maximum over people of their Gaussians, and the
     (B, h, w) mask of the pixels that count."""
-    maps, _ = heatmap.render_heatmaps(
-        targets['keypoints'], targets['visibility'], size, stride, self.sigma)
-    maps = maps.max(axis=1)  # over people
+    h, w = size
+    cx, cy, weight = heatmap.keypoints_on_map(
+        targets['keypoints'], targets['visibility'], size, stride, 'centred')
+    # Separable Gaussians (as heatmap.render_heatmaps), their product and
+    # the maximum over people written elementwise, so that XLA reduces over
+    # people in one loop instead of holding every person's maps (B, P, h,
+    # w, K).
+    gx = jnp.exp(-((jnp.arange(w, dtype=jnp.float32) - cx[..., None]) ** 2)
+                 / (2 * self.sigma**2))  # (B, P, K, w)
+    gy = jnp.exp(-((jnp.arange(h, dtype=jnp.float32) - cy[..., None]) ** 2)
+                 / (2 * self.sigma**2)) * weight[..., None]  # (B, P, K, h)
+    maps = (jnp.moveaxis(gy, 2, 3)[:, :, :, None, :]
+            * jnp.moveaxis(gx, 2, 3)[:, :, None, :, :]).max(axis=1)
     ignore = targets['ignore'].astype(jnp.float32)
     b, h, w = ignore.shape
     ignore = ignore.reshape(b, h // stride, stride, w // stride, stride).mean((2, 4))
