@@ -87,11 +87,17 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
                          f'--trace_dir={trace_dir}'],
                         cwd=repo, capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = [line for line in proc.stdout.splitlines() if line.startswith('| hrnet')]
+  rows = [line for line in proc.stdout.splitlines() if line.startswith('| hrnet (smoke)')]
   assert len(rows) == 2 and '| float32 |' in rows[0] and '| bfloat16 |' in rows[1]
+  # The bottom-up network's row, and the grouping's line.
+  assert any(line.startswith('| hrnet:higher (smoke) |') for line in proc.stdout.splitlines())
+  assert 'Bottom-up decoding and grouping, 64x64 maps' in proc.stdout
   results = json.loads(out.read_text())
-  assert {r['framework'] for r in results} == {'posejax', 'pytorch'}
-  assert all('error' not in r and r['images_per_s'] > 0 for r in results)
+  assert {r['framework'] for r in results} == {'posejax', 'pytorch', 'grouping'}
+  assert all('error' not in r for r in results)
+  assert all(r['images_per_s'] > 0 for r in results if r['framework'] != 'grouping')
+  (grouping,) = [r for r in results if r['framework'] == 'grouping']
+  assert grouping['same_people'] and grouping['posejax_ms'] > 0
   # PyTorch's images/s and the ratio beside the bf16 row only.
   assert rows[1].rstrip(' |').endswith('x') and not rows[0].rstrip(' |').endswith('x')
   # The bf16 case was traced: the trace is on disk, its ops are in the table.
@@ -115,7 +121,7 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
                         text=True, timeout=300, env=env)
   untraced = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
               if line.startswith('RESULT ')]
-  assert len(untraced) == 2 and all('images_per_s' in r and 'trace' not in r
+  assert len(untraced) == 3 and all('images_per_s' in r and 'trace' not in r
                                     for r in untraced)
 
 
