@@ -222,6 +222,9 @@ def base_config() -> ml_collections.ConfigDict:
       # The official HRNet code's one-pixel shift of flipped-back heatmaps;
       # only heatmaps on the official grid need it (posejax/codecs/).
       flip_shift=False,
+      # Bottom-up multi-scale testing: the input scales whose maps are
+      # averaged (tags concatenated) before grouping; (1.0,) for one.
+      test_scales=(1.0,),
       num_images_to_draw=32,
   ))
 

@@ -111,3 +111,34 @@ def test_max_pool_equals_a_window_maximum():
   expected = np.max([padded[:, dy:dy + 9, dx:dx + 7] for dy in range(5)
                      for dx in range(5)], axis=0)
   np.testing.assert_array_equal(pooled, expected)
+
+
+def test_multi_scale_of_agreeing_scales_finds_the_single_scale_people():
+  """Scales whose maps agree average to the same heatmaps and repeat the
+  tags: the same people as one scale; and the scaled inputs divide by 64."""
+  det, tag = scene(5, size=(64, 64), people=2, noise=0.0, tag_noise=0.0)
+  output = np.concatenate([det.transpose(1, 2, 0), tag[..., 0].transpose(1, 2, 0)],
+                          -1)[None]
+
+  class Fixed:  # the same maps at every input size
+    dtype = jnp.float32
+
+    def apply(self, variables, x, train=False):
+      del variables, train
+      return [jnp.broadcast_to(jnp.asarray(output), (x.shape[0], *output.shape[1:]))]
+
+  # Without the refinement: its search reads tag distances, which the
+  # repeated tags lengthen by sqrt(3).
+  codec = codecs.AssociativeEmbeddingCodec(input_size=(64, 64), num_keypoints=K,
+                                           stride=1, refine_missing=False)
+  one = predict_fn_lib.make_bottom_up_predict_fn(Fixed(), codec)({}, np.zeros(
+      (1, 64, 64, 3), np.uint8))[0]
+  several = predict_fn_lib.make_bottom_up_predict_fn(
+      Fixed(), codec, scales=(1.0, 2.0, 0.5))({}, np.zeros((1, 64, 64, 3), np.uint8))[0]
+  assert len(one) == len(several) == 2
+  np.testing.assert_allclose(several.keypoints, one.keypoints)
+  assert several.mean_tags.shape[-1] == 3 * one.mean_tags.shape[-1]
+  assert predict_fn_lib.scaled_size((512, 512), 0.75) == (384, 384)
+  assert predict_fn_lib.scaled_size((512, 320), 1.5) == (768, 512)
+  with pytest.raises(ValueError, match='positive scales'):
+    predict_fn_lib.make_bottom_up_predict_fn(Fixed(), codec, scales=(0.0,))

@@ -200,12 +200,13 @@ class AssociativeEmbeddingCodec(base.Codec):
 
   def combine(self, outputs):
     """(heatmaps (B, H, W, K), tags (B, H, W, K, 1)) of the last
-    `decode_outputs` outputs at the decoding resolution (K from the first
-    output, which has tags)."""
+    `decode_outputs` outputs at the decoding resolution: the input's with
+    `project_to_input`, else the first output's (`output_size`). Outputs of
+    an input scaled for multi-scale testing are resized to it too."""
     k = self.num_keypoints
     used = list(outputs)[-self.decode_outputs:]
     size = (tuple(self.input_size) if self.project_to_input
-            else tuple(used[0].shape[1:3]))
+            else tuple(self.output_size))
     resize = lambda x: (x if tuple(x.shape[1:3]) == size else jax.image.resize(
         x, (x.shape[0], *size, x.shape[-1]), 'bilinear'))
     maps = sum(resize(o[..., :k].astype(jnp.float32)) for o in used) / len(used)
@@ -224,6 +225,13 @@ class AssociativeEmbeddingCodec(base.Codec):
     f_maps = jnp.take(f_maps[:, :, ::-1], index, axis=3)
     f_tags = jnp.take(f_tags[:, :, ::-1], index, axis=3)
     return 0.5 * (maps + f_maps), jnp.concatenate([tags, f_tags], -1)
+
+  def merge_scales(self, combined):
+    """Multi-scale testing: the combined maps of several input scales (each
+    already at the decoding resolution) as one: heatmaps averaged, tags
+    concatenated, as the official HigherHRNet test aggregates them."""
+    maps = sum(m for m, _ in combined) / len(combined)
+    return maps, jnp.concatenate([t for _, t in combined], -1)
 
   def decode(self, output):
     """Candidates per joint from combined maps (`combine`), on device.

@@ -28,8 +28,9 @@ from posejax.inference import predict_fn as predict_fn_lib
 def make_people_predict_fn(setup):
   config = setup.config
   flip_index = setup.spec.flip_index if config.eval.flip_test else None
-  return predict_fn_lib.make_bottom_up_predict_fn(setup.model, setup.codec,
-                                                  flip_index, setup.mesh)
+  return predict_fn_lib.make_bottom_up_predict_fn(
+      setup.model, setup.codec, flip_index, setup.mesh,
+      scales=tuple(config.eval.test_scales))
 
 
 def predict_people(setup, variables, predict_fn=None, keep_images: int = 0):

@@ -64,8 +64,26 @@ def padded_size(n: int) -> int:
   return size
 
 
-def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
+# Multi-scale inputs are rounded to this multiple: every network here
+# (HRNet's four branches, the hourglass of depth 4) divides it.
+SCALE_MULTIPLE = 64
+
+
+def scaled_size(input_size, scale: float) -> tuple[int, int]:
+  """The input size at `scale`, rounded to a multiple of SCALE_MULTIPLE."""
+  return tuple(max(SCALE_MULTIPLE, int(round(s * scale / SCALE_MULTIPLE)) * SCALE_MULTIPLE)
+               for s in input_size)
+
+
+def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None,
+                              scales=(1.0,)):
   """(variables, uint8 images) -> one `grouping.People` per image.
+
+  With several `scales` (multi-scale testing, `eval.test_scales`), the
+  network also sees the input resized bilinearly to each scale (sides
+  rounded to a multiple of SCALE_MULTIPLE); each scale's maps are combined
+  at the decoding resolution, their heatmaps averaged and their tags
+  concatenated (`AssociativeEmbeddingCodec.merge_scales`).
 
   Without `mesh`, images are a host or device array; with it, a global
   batch sharded over `mesh` (`sharding.global_batch`), and the people are
@@ -80,12 +98,24 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None):
   """
   from posejax.codecs import grouping  # pylint: disable=g-import-not-at-top
 
-  def maps_and_candidates(variables, images):
-    x = common.model_inputs(model, images)
+  scales = tuple(float(s) for s in scales)
+  if not scales or min(scales) <= 0:
+    raise ValueError(f'eval.test_scales must be positive scales, got {scales}.')
+
+  def at_scale(variables, x, scale):
+    if scale != 1.0:
+      size = scaled_size(x.shape[1:3], scale)
+      x = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), 'bilinear')
     combined = codec.combine(model.apply(variables, x, train=False))
     if flip_index is not None:
       flipped = codec.combine(model.apply(variables, x[:, :, ::-1, :], train=False))
       combined = codec.merge_flipped(combined, flipped, flip_index)
+    return combined
+
+  def maps_and_candidates(variables, images):
+    x = common.model_inputs(model, images)
+    combined = [at_scale(variables, x, s) for s in scales]
+    combined = combined[0] if len(combined) == 1 else codec.merge_scales(combined)
     return combined, codec.decode(combined)
 
   maps_fn = jax.jit(maps_and_candidates)

@@ -86,7 +86,8 @@ class Predictor:
     self.input_size = tuple(config.input.size)
     flip_index = spec.flip_index if config.eval.flip_test else None
     if codec.bottom_up:
-      self._people = predict_fn.make_bottom_up_predict_fn(model, codec, flip_index)
+      self._people = predict_fn.make_bottom_up_predict_fn(
+          model, codec, flip_index, scales=tuple(config.eval.test_scales))
       self._maps = jax.jit(lambda v, x: model.apply(
           v, models.common.model_inputs(model, x), train=False))
     else:
