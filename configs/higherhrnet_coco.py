@@ -60,5 +60,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if 'smoke' in variants:
     config_lib.smoke(c, SMOKE_INPUT)
-    c.model.update(deconv_blocks=1)
   return c

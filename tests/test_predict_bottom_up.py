@@ -69,7 +69,7 @@ def _cli(*args, timeout=300):
 @pytest.mark.slow
 def test_cli_finds_people_without_boxes_and_refuses_boxes(run, smoke_data_dir, tmp_path):
   _, _, _, workdir = run
-  common = [f'--config=configs/synthetic.py:{VARIANT}', f'--workdir={workdir}',
+  common = [f'--config={CONFIG}', f'--workdir={workdir}',
             f'--config.dataset.data_dir={smoke_data_dir}']
   photo = tmp_path / 'photo.png'
   cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (90, 120, 3),

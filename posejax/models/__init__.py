@@ -69,8 +69,9 @@ NETWORKS: dict[str, Network] = {
                        # Bottom-up COCO: 17 heatmaps and 17 tags.
                        'higher_w32': ((512, 512), 34),
                        'higher_w48': ((640, 640), 34)},
+        # deconv_blocks: HigherHRNet's head (head='higher'); unread by the others.
         smoke=dict(stem_width=8, stage1_blocks=1, widths=(8, 16),
-                   num_modules=(1,), num_blocks=1)),
+                   num_modules=(1,), num_blocks=1, deconv_blocks=1)),
     'simple_baseline': Network(
         SimpleBaseline, SIMPLE_BASELINE_PRESETS, usual_input=((256, 192), 17),
         smoke=dict(width=4, deconv_features=(8, 8, 8))),
