@@ -113,6 +113,16 @@ def _skipped(case: dict, budget: _Budget) -> dict:
   return {**case, 'error': f'skipped: the time budget of {budget.seconds:.0f} s was spent'}
 
 
+def _train_figures(r: dict) -> dict:
+  """A case's row from `benchmark.benchmark`'s result."""
+  train = r['train']
+  return dict(device=r['device'], input=r['input'],
+              images_per_s=train['images_per_s'], tflops_per_s=train['tflops_per_s'],
+              utilization=train['utilization'],
+              memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
+              compile_s=train['compile_s'])
+
+
 def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
   """Prints one `RESULT {json}` line per case."""
   sys.path.insert(0, REPO)
@@ -136,13 +146,7 @@ def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
               warmup=1 if smoke else WARMUP, peak_tflops=peaks.get(dtype),
               log=None, forward=False,
               trace_dir=trace_dir if _traced(network, dtype, batch, smoke) else None))
-          train = r['train']
-          case.update(device=r['device'], input=r['input'],
-                      images_per_s=train['images_per_s'],
-                      tflops_per_s=train['tflops_per_s'],
-                      utilization=train['utilization'],
-                      memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
-                      compile_s=train['compile_s'])
+          case.update(_train_figures(r))
           for key in ('trace', 'trace_error'):
             if key in r:
               case[key] = r[key]
@@ -162,12 +166,7 @@ def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
           num_keypoints=34, steps=2 if smoke else STEPS,
           warmup=1 if smoke else WARMUP, peak_tflops=peaks.get(dtype), log=None,
           forward=False))
-      train = r['train']
-      case.update(device=r['device'], input=r['input'],
-                  images_per_s=train['images_per_s'], tflops_per_s=train['tflops_per_s'],
-                  utilization=train['utilization'],
-                  memory_gib=(train['xla_memory_bytes'] or 0) / 2**30,
-                  compile_s=train['compile_s'])
+      case.update(_train_figures(r))
     except Exception as e:  # pylint: disable=broad-except
       case['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
     print('RESULT ' + json.dumps(case), flush=True)

@@ -152,7 +152,8 @@ class TorchPoseHRNet(tnn.Module):
       previous = current
     self.final_layer = tnn.Conv2d(widths[0], num_joints, 1)
 
-  def forward(self, x):
+  def features(self, x):
+    """The highest-resolution branch after the last stage."""
     x = torch.relu(self.bn1(self.conv1(x)))
     x = torch.relu(self.bn2(self.conv2(x)))
     xs = [self.layer1(x)]
@@ -162,7 +163,10 @@ class TorchPoseHRNet(tnn.Module):
                                                         else xs[i])
             for i, t in enumerate(transition)]
       xs = getattr(self, f'stage{stage}')(xs)
-    return self.final_layer(xs[0])
+    return xs[0]
+
+  def forward(self, x):
+    return self.final_layer(self.features(x))
 
 
 class _ListModule(tnn.Module):
@@ -351,15 +355,7 @@ class TorchHigherHRNet(TorchPoseHRNet):
     self.deconv_layers = tnn.ModuleList([tnn.Sequential(*layers)])
 
   def forward(self, x):
-    x = torch.relu(self.bn1(self.conv1(x)))
-    x = torch.relu(self.bn2(self.conv2(x)))
-    xs = [self.layer1(x)]
-    for stage in range(2, self.num_stages + 1):
-      transition = getattr(self, f'transition{stage - 1}')
-      xs = [xs[i] if t is None and i < len(xs) else t(xs[-1] if i >= len(xs)
-                                                        else xs[i])
-            for i, t in enumerate(transition)]
-      xs = getattr(self, f'stage{stage}')(xs)
-    first = self.final_layers[0](xs[0])
-    y = self.deconv_layers[0](torch.cat([xs[0], first], 1))
+    x = self.features(x)
+    first = self.final_layers[0](x)
+    y = self.deconv_layers[0](torch.cat([x, first], 1))
     return [first, self.final_layers[1](y)]

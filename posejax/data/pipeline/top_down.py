@@ -118,6 +118,37 @@ def count_instances(builder, split: str) -> int:
   return int(ds.reduce(tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
+def resumable_stream(items: tf.data.Dataset, num_items: int, config, *,
+                     start_step: int, process_index: int,
+                     process_count: int) -> tf.data.Dataset:
+  """(index in the stream, item) of an endless shuffled walk over `items`.
+
+  Each epoch is shuffled with a seed derived from (config.seed, its
+  number); the walk starts at the item the train step `start_step` reads
+  first, and with several processes each keeps its rows of every global
+  batch (process p: rows [p * L, (p + 1) * L)). Both training streams
+  (person crops here, whole images in whole_image.py) walk their items so.
+  """
+  global_batch = config.train.global_batch_size
+  local_batch = global_batch // process_count
+  buffer = min(config.input.shuffle_buffer, num_items)
+  seed = config.seed
+
+  def epoch(e):
+    return items.shuffle(buffer, seed=seed * 1_000_003 + e,
+                         reshuffle_each_iteration=False)
+
+  offset = start_step * global_batch
+  first_epoch, skip = divmod(offset, num_items)
+  stream = epoch(tf.constant(first_epoch, tf.int64)).skip(skip).concatenate(
+      tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(epoch))
+  stream = stream.enumerate(start=offset)
+  if process_count > 1:
+    stream = stream.filter(
+        lambda index, _: (index % global_batch) // local_batch == process_index)
+  return stream
+
+
 def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 0,
                   process_count: int = 1) -> tf.data.Dataset:
   """Infinite batches of augmented training instances for this host.
@@ -155,20 +186,9 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
   else:
     instances = records.flat_map(_explode_instances).filter(_is_person_instance)
 
-  buffer = min(config.input.shuffle_buffer, num_instances)
+  stream = resumable_stream(instances, num_instances, config, start_step=start_step,
+                            process_index=process_index, process_count=process_count)
   seed = config.seed
-  def epoch(e):
-    return instances.shuffle(buffer, seed=seed * 1_000_003 + e,
-                             reshuffle_each_iteration=False)
-
-  offset = start_step * global_batch
-  first_epoch, skip = divmod(offset, num_instances)
-  stream = epoch(tf.constant(first_epoch, tf.int64)).skip(skip).concatenate(
-      tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(epoch))
-  stream = stream.enumerate(start=offset)
-  if process_count > 1:
-    stream = stream.filter(
-        lambda index, _: (index % global_batch) // local_batch == process_index)
 
   def make(index, instance):
     example_seed = tf.stack([tf.cast(seed, tf.int64), index])

@@ -161,21 +161,10 @@ def train_dataset(builder, config, *, start_step: int = 0, process_index: int = 
     images = images.map(lambda r: {**r, 'image': resample.decode(r['image'])},
                         num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True).cache()
-  buffer = min(config.input.shuffle_buffer, num_images)
+  stream = top_down.resumable_stream(
+      images, num_images, config, start_step=start_step,
+      process_index=process_index, process_count=process_count)
   seed = config.seed
-
-  def epoch(e):
-    return images.shuffle(buffer, seed=seed * 1_000_003 + e,
-                          reshuffle_each_iteration=False)
-
-  offset = start_step * global_batch
-  first_epoch, skip = divmod(offset, num_images)
-  stream = epoch(tf.constant(first_epoch, tf.int64)).skip(skip).concatenate(
-      tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(epoch))
-  stream = stream.enumerate(start=offset)
-  if process_count > 1:
-    stream = stream.filter(
-        lambda index, _: (index % global_batch) // local_batch == process_index)
 
   def make(index, record):
     return _make_example(record, tf.stack([tf.cast(seed, tf.int64), index]),
