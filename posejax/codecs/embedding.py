@@ -38,7 +38,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from posejax import losses
 from posejax.codecs import base
