@@ -359,3 +359,73 @@ class TorchHigherHRNet(TorchPoseHRNet):
     first = self.final_layers[0](x)
     y = self.deconv_layers[0](torch.cat([x, first], 1))
     return [first, self.final_layers[1](y)]
+
+
+# --- OpenPose (Hzzone/pytorch-openpose, src/model.py bodypose_model) ---------
+
+def _openpose_block(layers, no_relu):
+  """`make_layers`: an nn.Sequential of named convs (and pools), ReLU after
+  every conv whose name is not in `no_relu`."""
+  from collections import OrderedDict  # pylint: disable=g-import-not-at-top
+  modules = []
+  for name, v in layers:
+    if name.startswith('pool'):
+      modules.append((name, tnn.MaxPool2d(2, 2, 0)))
+      continue
+    modules.append((name, tnn.Conv2d(v[0], v[1], v[2], 1, v[2] // 2)))
+    if name not in no_relu:
+      modules.append(('relu_' + name, tnn.ReLU()))
+  return tnn.Sequential(OrderedDict(modules))
+
+
+class TorchOpenPoseBody(tnn.Module):
+  """bodypose_model with its sizes as parameters (defaults the CMU model's).
+
+  As the port: its no-ReLU list names Mconv7_stage{T}_L1 twice and not
+  Mconv7_stage{T}_L2, so the last stage's confidence maps pass a ReLU.
+  """
+
+  def __init__(self, heatmaps=19, pafs=38, stages=6, vgg=(64, 128, 256, 512),
+               cpm=(256, 128), features=128, hidden=512, kernel=7):
+    super().__init__()
+    no_relu = {'conv5_5_CPM_L1', 'conv5_5_CPM_L2'}
+    for t in range(2, stages + 1):
+      no_relu |= {f'Mconv7_stage{t}_L1', f'Mconv7_stage{t}_L2'}
+    no_relu.discard(f'Mconv7_stage{stages}_L2')
+    trunk, c = [], 3
+    names = (('conv1_1', 'conv1_2'), ('conv2_1', 'conv2_2'),
+             ('conv3_1', 'conv3_2', 'conv3_3', 'conv3_4'), ('conv4_1', 'conv4_2'))
+    for block, (group, width) in enumerate(zip(names, vgg)):
+      for name in group:
+        trunk.append((name, (c, width, 3)))
+        c = width
+      if block < 3:
+        trunk.append((f'pool{block + 1}_stage1', None))
+    trunk += [('conv4_3_CPM', (c, cpm[0], 3)), ('conv4_4_CPM', (cpm[0], cpm[1], 3))]
+    self.model0 = _openpose_block(trunk, no_relu)
+    self.stages = stages
+    for b, out in ((1, pafs), (2, heatmaps)):
+      first = [(f'conv5_{i}_CPM_L{b}', (cpm[1] if i == 1 else features, features, 3))
+               for i in (1, 2, 3)]
+      first += [(f'conv5_4_CPM_L{b}', (features, hidden, 1)),
+                (f'conv5_5_CPM_L{b}', (hidden, out, 1))]
+      setattr(self, f'model1_{b}', _openpose_block(first, no_relu))
+      for t in range(2, stages + 1):
+        width_in = pafs + heatmaps + cpm[1]
+        layers = [(f'Mconv{i}_stage{t}_L{b}', (width_in if i == 1 else features,
+                                               features, kernel)) for i in range(1, 6)]
+        layers += [(f'Mconv6_stage{t}_L{b}', (features, features, 1)),
+                   (f'Mconv7_stage{t}_L{b}', (features, out, 1))]
+        setattr(self, f'model{t}_{b}', _openpose_block(layers, no_relu))
+
+  def forward(self, x):
+    """Every stage's (PAFs, confidence maps), as the port's forward returns
+    its last stage's pair."""
+    features = self.model0(x)
+    out, outputs = features, []
+    for t in range(1, self.stages + 1):
+      paf = getattr(self, f'model{t}_1')(out)
+      heat = getattr(self, f'model{t}_2')(out)
+      outputs.append((paf, heat))
+      out = torch.cat([paf, heat, features], 1)
+    return outputs

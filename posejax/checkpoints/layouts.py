@@ -23,6 +23,7 @@ from posejax.checkpoints import torch_files
 from posejax.models import common
 from posejax.models import hourglass
 from posejax.models import hrnet
+from posejax.models import openpose
 from posejax.models import pose_ae_hourglass
 from posejax.models import simple_baseline
 from posejax.models import summary
@@ -68,6 +69,9 @@ class TorchLayout:
   to_flax: Callable[[Sequence[str], np.ndarray], np.ndarray] = (
       lambda path, value: _conv_kernel_to_flax(value))
   unused: Callable[[Any], frozenset[str]] = lambda model: frozenset()
+  # State-dict key -> the key `key` gives, for files whose keys differ from
+  # the module's (OpenPose's body_pose_model.pth).
+  rename: Callable[[str], str] = lambda key: key
 
   def match(self, state_dict: Mapping[str, Any], model, input_size,
             keep: str | None = None) -> Match:
@@ -84,7 +88,8 @@ class TorchLayout:
     flat = traverse_util.flatten_dict(
         summary.abstract_variables(model, input_size))
     keys = {path: self.key(path[1:]) for path in flat}
-    state_dict = torch_files.strip_prefix(state_dict, set(keys.values()))
+    state_dict = torch_files.strip_prefix(
+        {self.rename(k): v for k, v in state_dict.items()}, set(keys.values()))
     matched = Match(state_dict, keys, {}, [], [], [])
     for path, leaf in flat.items():
       key = keys[path]
@@ -112,6 +117,9 @@ LAYOUTS: dict[str, TorchLayout] = {
         to_flax=_to_flax_by(simple_baseline.torch_weight_axes)),
     # princeton-vl/pose-ae-train (associative embedding, COCO).
     'ae_hourglass': TorchLayout(key=pose_ae_hourglass.torch_state_dict_key),
+    # Hzzone/pytorch-openpose: the CMU body model (body_pose_model.pth).
+    'openpose': TorchLayout(key=openpose.torch_state_dict_key,
+                            rename=openpose.torch_file_key),
     'hourglass': TorchLayout(key=hourglass.torch_state_dict_key,
                              unused=hourglass.unused_torch_state_dict_keys),
     # No official checkpoint: the layout serves its ImageNet ResNet-50 encoder

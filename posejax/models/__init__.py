@@ -28,6 +28,8 @@ from posejax.models.cpm import CPM
 from posejax.models.cpm import CPM_PRESETS
 from posejax.models.hourglass import HOURGLASS_PRESETS
 from posejax.models.hourglass import StackedHourglass
+from posejax.models.openpose import OPENPOSE_PRESETS
+from posejax.models.openpose import OpenPose
 from posejax.models.pose_ae_hourglass import POSE_AE_HOURGLASS_PRESETS
 from posejax.models.pose_ae_hourglass import PoseAEHourglass
 from posejax.models.hrnet import HRNET_PRESETS
@@ -84,6 +86,12 @@ NETWORKS: dict[str, Network] = {
         PoseAEHourglass, POSE_AE_HOURGLASS_PRESETS,
         usual_input=((512, 512), 34),
         smoke=dict(num_stacks=2, features=8, increase=4, depth=2)),
+    # Bottom-up (part affinity fields): per stage, the confidence maps of the
+    # parts and the background, then 2 channels per limb (COCO-18: 19 + 38).
+    'openpose': Network(
+        OpenPose, OPENPOSE_PRESETS, usual_input=((368, 368), 57),
+        smoke=dict(num_stages=2, vgg_widths=(8, 8, 8, 8), cpm_widths=(8, 8),
+                   stage_features=8, stage1_hidden=8, kernel_size=3)),
     'cpm': Network(
         CPM, CPM_PRESETS, usual_input=((256, 192), 17),
         smoke=dict(num_stages=2, feat_channels=8, middle_channels=8,
@@ -191,6 +199,7 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
 
 __all__ = [
     'AsymmetricHourglass', 'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network',
+    'OpenPose',
     'PoseAEHourglass', 'SimpleBaseline',
     'StackedHourglass', 'build_model', 'model_fields', 'normalize_images',
 ]

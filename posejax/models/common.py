@@ -46,7 +46,7 @@ Dtype = Any
 Initializer = Callable[..., jax.Array]
 
 
-NORMALIZATIONS = ('imagenet', 'unit')
+NORMALIZATIONS = ('imagenet', 'unit', 'openpose')
 
 
 def normalize_images(images: jax.Array, mode: str = 'imagenet') -> jax.Array:
@@ -56,7 +56,8 @@ def normalize_images(images: jax.Array, mode: str = 'imagenet') -> jax.Array:
     images: (..., H, W, 3) uint8 (or any real dtype in [0, 255]) RGB images.
     mode: 'imagenet', `(images / 255 - mean) / std` with ImageNet statistics
       (HRNet, SimpleBaselines, CPM); or 'unit', `images / 255` (the
-      princeton-vl Stacked Hourglass).
+      princeton-vl Stacked Hourglass); or 'openpose', the BGR image / 256 -
+      0.5 (the CMU OpenPose weights).
 
   Returns:
     float32 array of the same shape.
@@ -68,6 +69,8 @@ def normalize_images(images: jax.Array, mode: str = 'imagenet') -> jax.Array:
   if mode not in NORMALIZATIONS:
     raise ValueError(f'Unknown image normalisation {mode!r}; one of '
                      f'{NORMALIZATIONS}.')
+  if mode == 'openpose':
+    return images[..., ::-1].astype(jnp.float32) / 256.0 - 0.5
   x = images.astype(jnp.float32) / 255.0
   if mode == 'unit':
     return x
