@@ -125,8 +125,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.codec = ml_collections.ConfigDict(dict(
-      # 'heatmap' (Gaussian heatmaps, MSE) or 'offsets' (disks and offset
-      # fields decoded by voting; posejax/codecs/).
+      # 'heatmap' (Gaussian heatmaps, MSE), 'offsets' (disks and offset
+      # fields decoded by voting), or bottom-up 'associative_embedding' and
+      # 'part_affinity' (posejax/codecs/).
       name='heatmap',
       stride=4,
       sigma=2.0,  # heatmap pixels ('heatmap')
@@ -155,6 +156,24 @@ def base_config() -> ml_collections.ConfigDict:
       adjust=True,
       refine_missing=True,
       joint_order=config_dict.placeholder(tuple),
+      # Part affinity fields ('part_affinity', bottom-up, OpenPose;
+      # posejax/codecs/affinity.py and assembly.py; `sigma` in map pixels as
+      # above, 0.875 in the CMU training): the limbs (None: OpenPose's COCO-18
+      # for 17 keypoints, else (keypoint, keypoint) pairs), the PAF's half
+      # width in map pixels, then decoding: peak smoothing and threshold,
+      # peaks kept per part, the line integral's threshold, samples and
+      # share of samples above it, and the assembly's minimum parts and mean
+      # score per part.
+      limbs=config_dict.placeholder(tuple),
+      limb_width=1.0,
+      peak_sigma=3.0,
+      peak_threshold=0.1,
+      max_peaks=32,
+      paf_threshold=0.05,
+      samples=10,
+      sample_fraction=0.8,
+      min_parts=4,
+      min_mean_score=0.4,
   ))
 
   c.model = ml_collections.ConfigDict(dict(

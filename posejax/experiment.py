@@ -87,7 +87,7 @@ class Setup:
           "'ground_truth'.")
     # K output channels per keypoint and stage (3 for offset voting).
     self.model = models.build_model(config.model,
-                                    self.spec.num_keypoints * self.codec.channels)
+                                    self.codec.output_channels(self.spec.num_keypoints))
     self.metric = metric_name(config, type(self.builder))
     # Everything missing on disk, in one message.
     missing = [data.missing_data(self.builder, config.dataset)]

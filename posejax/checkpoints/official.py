@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from posejax import codecs
 from posejax import experiment
 from posejax import models
 from posejax import sharding
@@ -96,7 +97,9 @@ def import_checkpoint(config, checkpoint: str, workdir: str) -> str:
   # that the mapping above and the checkpoint writing import without it.
   from posejax import data  # pylint: disable=g-import-not-at-top
   spec = data.keypoint_spec(data.get_builder(config.dataset, prepare=False))
-  model = models.build_model(config.model, spec.num_keypoints)
+  codec = codecs.codec_from_config(config, spec.num_keypoints)
+  model = models.build_model(config.model,
+                             codec.output_channels(spec.num_keypoints))
   state_dict = torch_files.load_torch_state_dict(checkpoint)
   variables = variables_from_state_dict(
       state_dict, config.model.name, model, tuple(config.input.size))

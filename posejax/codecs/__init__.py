@@ -8,6 +8,8 @@ one module per family:
   offsets     disks and offset fields decoded by Hough voting
   embedding   bottom-up: every person's heatmaps and associative-embedding
               tags, grouped into people on the host (grouping.py)
+  affinity    bottom-up: part confidence maps and part affinity fields
+              (OpenPose), assembled into people on the host (assembly.py)
 
 `CODECS` maps `config.codec.name` to the family's `from_config`; a new codec
 is one module plus one entry here.
@@ -15,21 +17,24 @@ is one module plus one entry here.
 
 from __future__ import annotations
 
+from posejax.codecs import affinity
 from posejax.codecs import embedding
 from posejax.codecs import heatmap
 from posejax.codecs import offsets
 from posejax.codecs.base import Codec
 from posejax.codecs.embedding import AssociativeEmbeddingCodec
+from posejax.codecs.affinity import PartAffinityCodec
 from posejax.codecs.heatmap import HeatmapCodec
 from posejax.codecs.offsets import OffsetVotingCodec
 
-__all__ = ['AssociativeEmbeddingCodec', 'CODECS', 'Codec', 'HeatmapCodec', 'OffsetVotingCodec',
-           'codec_from_config']
+__all__ = ['AssociativeEmbeddingCodec', 'CODECS', 'Codec', 'HeatmapCodec',
+           'OffsetVotingCodec', 'PartAffinityCodec', 'codec_from_config']
 
 CODECS = {
     'heatmap': heatmap.from_config,
     'offsets': offsets.from_config,
     'associative_embedding': embedding.from_config,
+    'part_affinity': affinity.from_config,
 }
 
 

@@ -11,8 +11,12 @@ step and prediction see codecs only through `Codec`:
                            COCO visibility; weights (..., K) in {0, 1}
   encode_batch(batch)      the same from a train batch (posejax/batches.py);
                            bottom-up codecs also read its ignore mask
+  output_channels(K)       channels of every supervised output for K keypoints
+                           (K * channels unless the codec says otherwise)
   joint_losses(o, t, w)    (B, K) loss per instance and keypoint of one stage's
-                           output (the arithmetic lives in posejax/losses.py)
+                           output (the arithmetic lives in posejax/losses.py);
+                           a bottom-up codec may score other channel groups
+                           (B, N), e.g. the part affinity fields'
   decode(o)                (keypoints (..., K, 2) in input pixels, scores (..., K))
   merge_flipped(o, of_f, flip_index)
                            flip test: `o` merged with the output of the
@@ -22,6 +26,12 @@ step and prediction see codecs only through `Codec`:
                            output layout the network must produce
   round_trip_bound         the largest error, in input pixels, of decoding
                            the ideal output of keypoints away from the border
+
+Bottom-up codecs (`bottom_up`) decode whole images into people:
+`combine(outputs)` the maps to decode, `merge_flipped` and `merge_scales` on
+them, `decode(combined)` candidates on device, `group(candidates of one
+image)` a `grouping.People` on the host, and, with `refine_missing`, a
+second device step `refine` (associative embedding).
 
 Everything is jnp and runs inside the jitted train and predict steps: the host
 ships coordinates, never targets. A new codec is one module of this package
@@ -63,6 +73,10 @@ class Codec(abc.ABC):
   def encode_batch(self, batch):
     """`encode` of a train batch's keypoints and visibility."""
     return self.encode(batch['keypoints'], batch['visibility'])
+
+  def output_channels(self, num_keypoints: int) -> int:
+    """Channels of each supervised output of the network."""
+    return num_keypoints * self.channels
 
   @abc.abstractmethod
   def joint_losses(self, output: jax.Array, targets, weights: jax.Array) -> jax.Array:

@@ -146,23 +146,9 @@ class AssociativeEmbeddingCodec(base.Codec):
   def heatmaps_at(self, targets, size, stride):
     """(B, h, w, K) maximum over people of their Gaussians, and the
     (B, h, w) mask of the pixels that count."""
-    h, w = size
-    cx, cy, weight = heatmap.keypoints_on_map(
-        targets['keypoints'], targets['visibility'], size, stride, 'centred')
-    # Separable Gaussians (as heatmap.render_heatmaps), their product and
-    # the maximum over people written elementwise, so that XLA reduces over
-    # people in one loop instead of holding every person's maps (B, P, h,
-    # w, K).
-    gx = jnp.exp(-((jnp.arange(w, dtype=jnp.float32) - cx[..., None]) ** 2)
-                 / (2 * self.sigma**2))  # (B, P, K, w)
-    gy = jnp.exp(-((jnp.arange(h, dtype=jnp.float32) - cy[..., None]) ** 2)
-                 / (2 * self.sigma**2)) * weight[..., None]  # (B, P, K, h)
-    maps = (jnp.moveaxis(gy, 2, 3)[:, :, :, None, :]
-            * jnp.moveaxis(gx, 2, 3)[:, :, None, :, :]).max(axis=1)
-    ignore = targets['ignore'].astype(jnp.float32)
-    b, h, w = ignore.shape
-    ignore = ignore.reshape(b, h // stride, stride, w // stride, stride).mean((2, 4))
-    return maps, (ignore < 0.5).astype(jnp.float32)
+    maps = heatmap.render_max_over_people(
+        targets['keypoints'], targets['visibility'], size, stride, self.sigma)
+    return maps, heatmap.kept_pixels(targets['ignore'], stride)
 
   def tag_positions(self, targets, size, stride):
     """(B, P, K) flat pixel index of each keypoint on a map of `size`, and
@@ -266,6 +252,13 @@ class AssociativeEmbeddingCodec(base.Codec):
         flat_tags, (index * k + joint).reshape(b, -1, 1), axis=1).reshape(b, k, n, -1)
     return {'x': x.astype(jnp.int32), 'y': y.astype(jnp.int32), 'value': value,
             'tags': picked_tags, 'neighbours': neighbours}
+
+  def group(self, candidates):
+    """One image's people (host) from its `decode` candidates (numpy, the
+    batch axis removed), before the refinement."""
+    from posejax.codecs import grouping  # pylint: disable=g-import-not-at-top
+    return grouping.group(candidates, self.order(), self.detection_threshold,
+                          self.tag_threshold, self.max_people, self.adjust)
 
   def refine(self, output, mean_tags, person, joint):
     """The refinement's search for missing joints, on device.

@@ -112,6 +112,36 @@ def keypoints_on_map(keypoints, visibility, heatmap_size, stride, grid):
   return cx, cy, ((visibility > 0) & on_map).astype(jnp.float32)
 
 
+def render_max_over_people(keypoints, visibility, size, stride: int,
+                           sigma: float) -> jax.Array:
+  """(B, h, w, K) the maximum over people of their Gaussians (peak 1,
+  `sigma` in map pixels, on the centred grid) from every person's (B, P, K, 2)
+  keypoints in input pixels: the bottom-up codecs' confidence maps.
+
+  Separable Gaussians (as `render_heatmaps`), their product and the maximum
+  over people written elementwise, so that XLA reduces over people in one
+  loop instead of holding every person's maps (B, P, h, w, K).
+  """
+  h, w = size
+  cx, cy, weight = keypoints_on_map(keypoints, visibility, size, stride, 'centred')
+  gx = jnp.exp(-((jnp.arange(w, dtype=jnp.float32) - cx[..., None]) ** 2)
+               / (2 * sigma**2))  # (B, P, K, w)
+  gy = jnp.exp(-((jnp.arange(h, dtype=jnp.float32) - cy[..., None]) ** 2)
+               / (2 * sigma**2)) * weight[..., None]  # (B, P, K, h)
+  return (jnp.moveaxis(gy, 2, 3)[:, :, :, None, :]
+          * jnp.moveaxis(gx, 2, 3)[:, :, None, :, :]).max(axis=1)
+
+
+def kept_pixels(ignore: jax.Array, stride: int) -> jax.Array:
+  """(B, h, w) 1 where a map pixel counts in the loss: the (B, H, W) input
+  ignore mask (crowds, people without keypoints) averaged over each map
+  pixel's stride x stride cell, kept below one half."""
+  ignore = ignore.astype(jnp.float32)
+  b, h, w = ignore.shape
+  ignore = ignore.reshape(b, h // stride, stride, w // stride, stride).mean((2, 4))
+  return (ignore < 0.5).astype(jnp.float32)
+
+
 def render_heatmaps(
     keypoints: jax.Array,
     visibility: jax.Array,

@@ -89,11 +89,12 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None,
   batch sharded over `mesh` (`sharding.global_batch`), and the people are
   those of this process's rows.
 
-  For bottom-up codecs (`Codec.bottom_up`, posejax/codecs/embedding.py):
-  the network's outputs combined and, with `flip_index`, merged with the
-  mirrored image's on device; the candidates grouped into people on the
-  host (posejax/codecs/grouping.py); then, with `codec.refine_missing`, a
-  second device step searches every person's missing joints. Keypoints come
+  For bottom-up codecs (`Codec.bottom_up`, posejax/codecs/embedding.py and
+  affinity.py): the network's outputs combined and, with `flip_index`,
+  merged with the mirrored image's on device, and decoded into candidates;
+  the candidates grouped into people on the host (`codec.group`); then,
+  with `codec.refine_missing` (associative embedding), a second device step
+  searches every person's missing joints. Keypoints come
   back in input pixels. The two device steps are jitted once here.
   """
   from posejax.codecs import grouping  # pylint: disable=g-import-not-at-top
@@ -119,8 +120,7 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None,
     return combined, codec.decode(combined)
 
   maps_fn = jax.jit(maps_and_candidates)
-  refine_fn = jax.jit(codec.refine)
-  order = codec.order()
+  refine_fn = jax.jit(codec.refine) if codec.refine_missing else None
 
   def _refine(people, combined):
     """Every image's missing joints searched in one device step; pairs and
@@ -157,11 +157,8 @@ def make_bottom_up_predict_fn(model, codec, flip_index=None, mesh=None,
   def predict(variables, images):
     combined, candidates = maps_fn(variables, images)
     candidates = fetch(candidates)
-    people = [
-        grouping.group({k: v[i] for k, v in candidates.items()}, order,
-                       codec.detection_threshold, codec.tag_threshold,
-                       codec.max_people, codec.adjust)
-        for i in range(len(candidates['value']))]
+    people = [codec.group({k: v[i] for k, v in candidates.items()})
+              for i in range(len(candidates['value']))]
     if codec.refine_missing:
       people = _refine(people, combined)
     map_size = combined[0].shape[1:3]

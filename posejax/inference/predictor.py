@@ -109,7 +109,7 @@ class Predictor:
     from posejax import data  # pylint: disable=g-import-not-at-top
     spec = data.keypoint_spec(data.get_builder(config.dataset, prepare=False))
     codec = codecs.codec_from_config(config, spec.num_keypoints)
-    model = models.build_model(config.model, spec.num_keypoints * codec.channels)
+    model = models.build_model(config.model, codec.output_channels(spec.num_keypoints))
     variables, _ = experiment.load_variables(workdir, step)
     expected = traverse_util.flatten_dict(
         summary.abstract_variables(model, tuple(config.input.size)))
