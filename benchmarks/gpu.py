@@ -28,7 +28,9 @@ traced time the GPU was busy (`benchmark.trace_summary`).
 Bottom-up: HigherHRNet-W32 at 512x512 (bfloat16 batch 24, float32 batch
 12) after the top-down networks, and benchmarks/grouping_speed.py (the
 decoding and grouping of one image's 512x512 maps against a transcription
-of the official HigherHRNet group.py, the same people required).
+of the official HigherHRNet group.py, and of one image's 368x368 part
+affinity fields against OpenPose's port's body.py, the same people
+required).
 
 Each half runs in a child process (JAX takes most of the GPU's memory when
 it starts) with a time budget (5.5 minutes for posejax, 75 s for PyTorch; the
@@ -172,10 +174,12 @@ def _jax_half(smoke: bool, trace_dir: str | None, budget: _Budget) -> None:
     print('RESULT ' + json.dumps(case), flush=True)
 
 
-def _grouping(smoke: bool) -> dict:
+def _grouping(smoke: bool, codec: str = 'associative_embedding') -> dict:
   """benchmarks/grouping_speed.py in a child process: its JSON line."""
-  args = [sys.executable, os.path.join(REPO, 'benchmarks', 'grouping_speed.py')]
-  args += ['--size=64', '--images=2'] if smoke else ['--size=512', '--images=10']
+  args = [sys.executable, os.path.join(REPO, 'benchmarks', 'grouping_speed.py'),
+          f'--codec={codec}']
+  size = 512 if codec == 'associative_embedding' else 368
+  args += ['--size=64', '--images=2'] if smoke else [f'--size={size}', '--images=10']
   env = dict(os.environ)
   if smoke:
     env.setdefault('JAX_PLATFORMS', 'cpu')
@@ -317,11 +321,14 @@ def table(results: list[dict]) -> str:
       lines += [f'| {k} | {1e3 * sec:.2f} | {100 * f:.1f}% |' for k, sec, f in t['ops']]
   for r in results:
     if r.get('framework') == 'grouping' and 'speedup' in r:
+      paf = r.get('codec') == 'part_affinity'
       lines.append(
-          f"\nBottom-up decoding and grouping, {r['size']}x{r['size']} maps, "
+          f"\nBottom-up decoding and grouping{' (part affinity fields)' if paf else ''}, "
+          f"{r['size']}x{r['size']} maps, "
           f"{r['people']} people ({r['backend']}): posejax {r['posejax_ms']:.1f} ms, "
-          f"the official group.py transcribed {r['reference_ms']:.1f} ms per image: "
-          f"{r['speedup']:.1f}x, the same people")
+          f"{'the OpenPose port' if paf else 'the official'}"
+          f"{chr(39)}s {'body.py' if paf else 'group.py'} transcribed "
+          f"{r['reference_ms']:.1f} ms per image: {r['speedup']:.1f}x, the same people")
   errors = [r for r in results if r.get('framework') != 'posejax' and 'error' in r]
   lines += [f"\n{r['framework']} {r.get('network', '')} {r.get('batch', '')}: {r['error']}"
             for r in errors]
@@ -346,10 +353,11 @@ def main() -> None:
   start = time.perf_counter()
   trace_dir = os.path.abspath(args.trace_dir) if args.trace_dir else None
   results = _run_half('jax', args.smoke, trace_dir) + _run_half('torch', args.smoke)
-  try:
-    results.append(_grouping(args.smoke))
-  except subprocess.TimeoutExpired:
-    results.append({'framework': 'grouping', 'error': 'timed out after 180 s'})
+  for codec in ('associative_embedding', 'part_affinity'):
+    try:
+      results.append(_grouping(args.smoke, codec))
+    except subprocess.TimeoutExpired:
+      results.append({'framework': 'grouping', 'error': f'{codec}: timed out after 180 s'})
   device = next((r['device'] for r in results if r.get('device')), 'unknown device')
   print(f'{device}, {time.perf_counter() - start:.0f} s in all\n')
   print(table(results))

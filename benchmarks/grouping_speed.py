@@ -1,8 +1,10 @@
 r"""Bottom-up decoding and grouping: posejax against the official Python code.
 
   python benchmarks/grouping_speed.py [--size=512 --people=6 --images=20 --flip]
+  python benchmarks/grouping_speed.py --codec=part_affinity [--size=368 --people=6]
 
-Both sides take the same maps of one image, (K, H, W) heatmaps and tags at
+Associative embedding (the default). Both sides take the same maps of one
+image, (K, H, W) heatmaps and tags at
 the decoding resolution (HigherHRNet decodes at the input's, 512x512 for
 COCO), rendered as people with one tag each on noise
 (tests/reference_grouping.py's `scene`), and return the people:
@@ -15,6 +17,18 @@ COCO), rendered as people with one tag each on noise
              (torch NMS and top-k, Python matching, per-person numpy
              refinement), with scipy's assignment in place of the `munkres`
              package, which would be slower still
+
+Part affinity fields (`--codec=part_affinity`): both sides take the same
+confidence maps and PAFs of one image at its resolution (OpenPose's port
+resizes its outputs to the image before decoding), rendered as CMU targets
+of people with hidden parts, lone peaks and noise
+(tests/reference_openpose.py's `scene`):
+
+  posejax    `PartAffinityCodec.decode` (smoothing, peaks, the line integral
+             of every candidate limb; jitted) and `assembly.assemble`
+  reference  tests/reference_openpose.py, the port's body.py transcribed
+             (scipy's gaussian_filter, numpy peaks, a Python loop over the
+             pairs of each limb, the assembly)
 
 Each image is timed end to end, from the maps where each side's network
 leaves them (posejax's on the device, the reference's in host memory, as
@@ -41,8 +55,10 @@ sys.path.insert(0, os.path.join(REPO, 'tests'))
 
 from posejax import codecs  # noqa: E402
 from posejax.codecs import grouping  # noqa: E402
+from posejax.codecs import assembly  # noqa: E402
 from posejax.inference import predict_fn  # noqa: E402
 import reference_grouping  # noqa: E402
+import reference_openpose  # noqa: E402
 from reference_grouping import scene  # noqa: E402
 
 
@@ -65,14 +81,57 @@ def posejax_people(codec, decode, refine, combined, tag):
   return people
 
 
+def affinity_people(codec, decode, heat, paf):
+  candidates = {k: v[0] for k, v in jax.device_get(decode((heat, paf))).items()}
+  layout = codec.layout
+  return assembly.assemble(candidates, layout.limbs, layout.closing_limbs,
+                           codec.min_parts, codec.min_mean_score)
+
+
+def affinity_main(args):
+  size = (args.size, args.size)
+  codec = codecs.PartAffinityCodec(input_size=size, num_keypoints=17, stride=1,
+                                   project_to_input=False)
+  decode = jax.jit(codec.decode)
+  ours, theirs, people_counts = [], [], []
+  for i in range(args.images + 1):
+    heat, paf, _, _ = reference_openpose.scene(i, size, args.people)
+    maps = jax.block_until_ready((jnp.asarray(heat)[None], jnp.asarray(paf)[None]))
+    heat64, paf64 = heat.astype(np.float64), paf.astype(np.float64)
+    start = time.perf_counter()
+    found = affinity_people(codec, decode, *maps)
+    middle = time.perf_counter()
+    candidate, subset, _ = reference_openpose.parse(heat64, paf64)
+    end = time.perf_counter()
+    expected = reference_openpose.people_parts(candidate, subset)
+    mine = np.where((found.scores != 0)[..., None], found.keypoints, -1.0)
+    canonical = lambda p: p[np.lexsort(p.reshape(len(p), -1).T[::-1])]
+    if len(mine) != len(expected) or not np.array_equal(canonical(mine),
+                                                        canonical(expected)):
+      raise SystemExit(f'image {i}: posejax and the reference found different people.')
+    if i:
+      ours.append(middle - start)
+      theirs.append(end - middle)
+      people_counts.append(len(found))
+  return ours, theirs, people_counts
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--size', type=int, default=512)
+  parser.add_argument('--codec', default='associative_embedding',
+                      choices=('associative_embedding', 'part_affinity'))
+  parser.add_argument('--size', type=int, default=None,
+                      help='map side (512 for associative embedding, 368 for PAFs)')
   parser.add_argument('--people', type=int, default=6)
   parser.add_argument('--images', type=int, default=20)
   parser.add_argument('--flip', action='store_true',
                       help='two tag dimensions, as with flip test')
   args = parser.parse_args()
+  if args.size is None:
+    args.size = 368 if args.codec == 'part_affinity' else 512
+  if args.codec == 'part_affinity':
+    report(args, *affinity_main(args))
+    return
   size = (args.size, args.size)
   codec = codecs.AssociativeEmbeddingCodec(
       input_size=size, num_keypoints=17, stride=1, project_to_input=False)
@@ -101,9 +160,14 @@ def main():
       ours.append(middle - start)
       theirs.append(end - middle)
       people_counts.append(len(found))
+  report(args, ours, theirs, people_counts)
+
+
+def report(args, ours, theirs, people_counts):
   ours_ms, theirs_ms = 1e3 * statistics.median(ours), 1e3 * statistics.median(theirs)
-  result = dict(size=args.size, people=args.people, images=args.images,
-                tag_dims=2 if args.flip else 1, people_found=people_counts,
+  result = dict(codec=args.codec, size=args.size, people=args.people, images=args.images,
+                tag_dims=(2 if args.flip else 1) if args.codec != 'part_affinity' else 0,
+                people_found=people_counts,
                 posejax_ms=ours_ms, reference_ms=theirs_ms,
                 speedup=theirs_ms / ours_ms, backend=jax.default_backend(),
                 same_people=True)

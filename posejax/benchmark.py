@@ -274,12 +274,24 @@ def benchmark(model_spec: str | Mapping[str, Any],
       lambda x: model.init_with_output(jax.random.key(0), x)[0],
       jax.ShapeDtypeStruct((1, *input_size, 3), jnp.float32))
   stride = input_size[0] // out[-1].shape[1]
-  bottom_up = getattr(model, 'head', None) == 'higher'
-  if bottom_up:
+  # Bottom-up families and the keypoints of their people: HigherHRNet's
+  # heatmaps and tags (K of each), OpenPose's COCO-18 maps and 19 limbs
+  # (COCO's 17 keypoints).
+  bottom_up = getattr(model, 'head', None) == 'higher' or name == 'openpose'
+  if getattr(model, 'head', None) == 'higher':
     stride = input_size[0] // out[0].shape[1]
+    people_keypoints = num_keypoints // 2
     codec = codecs.AssociativeEmbeddingCodec(
-        input_size=input_size, num_keypoints=num_keypoints // 2, stride=stride,
+        input_size=input_size, num_keypoints=people_keypoints, stride=stride,
         decode_outputs=len(out))
+  elif name == 'openpose':
+    people_keypoints = 17
+    codec = codecs.PartAffinityCodec(input_size=input_size,
+                                     num_keypoints=people_keypoints, stride=stride)
+    if codec.output_channels(people_keypoints) != num_keypoints:
+      raise ValueError(f'openpose: the PAF codec of COCO\'s 17 keypoints reads '
+                       f'{codec.output_channels(people_keypoints)} channels, not '
+                       f'{num_keypoints}.')
   else:
     codec = codecs.HeatmapCodec(input_size=input_size, stride=stride)
 
@@ -290,7 +302,7 @@ def benchmark(model_spec: str | Mapping[str, Any],
       model, codec, losses.Loss(), mesh, optim, num_steps=1,
       input_size=input_size)
   state = training.state
-  batch = (_random_people_batch(0, batch_size, input_size, num_keypoints // 2, mesh)
+  batch = (_random_people_batch(0, batch_size, input_size, people_keypoints, mesh)
            if bottom_up else
            _random_batch(0, batch_size, input_size, num_keypoints, mesh))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))

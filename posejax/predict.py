@@ -97,7 +97,10 @@ class _Run:
       os.makedirs(os.path.join(self.output, 'panels'), exist_ok=True)
       panel = visualize.bottom_up_panel(
           prediction.crops[0], prediction.keypoints_input, prediction.scores,
-          prediction.stage_heatmaps[0], prediction.tag_maps[0], self.spec)
+          prediction.stage_heatmaps[0], self.spec,
+          tag_maps=None if prediction.tag_maps is None else prediction.tag_maps[0],
+          field_maps=(None if prediction.field_maps is None
+                      else prediction.field_maps[0]))
       visualize.save_png(os.path.join(self.output, 'panels', f'{stem}.png'), panel)
       return
     if not self.heatmaps or not len(prediction.boxes):

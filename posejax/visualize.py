@@ -235,14 +235,45 @@ def tag_picture(image: np.ndarray, tag_maps: np.ndarray, heatmaps: np.ndarray,
   return np.where(shown[..., None], colours, (image * 0.35).astype(np.uint8))
 
 
+def field_picture(image: np.ndarray, field_maps: np.ndarray,
+                  threshold: float = 0.1) -> np.ndarray:
+  """Part affinity fields as colours over the image.
+
+  `field_maps` (h, w, L, 2): at each pixel the vector of the limb with the
+  longest one, its direction as the hue (a colour wheel: right red, down
+  green-yellow, left cyan, up blue-violet) and its length as brightness;
+  pixels where no vector reaches `threshold` show the image dimmed.
+  """
+  image = _check_rgb(image, 'field_picture')
+  fields = np.asarray(field_maps, np.float32)
+  length = np.linalg.norm(fields, axis=-1)  # (h, w, L)
+  strongest = length.argmax(-1)
+  vector = np.take_along_axis(fields, strongest[..., None, None], 2)[:, :, 0]
+  value = np.take_along_axis(length, strongest[..., None], -1)[..., 0]
+  angle = np.arctan2(vector[..., 1], vector[..., 0])  # image y points down
+  hue = (np.degrees(angle) % 360) / 2  # OpenCV: 0-180
+  hsv = np.stack([hue, np.full_like(hue, 255.0),
+                  np.clip(value, 0.0, 1.0) * 255], -1).astype(np.uint8)
+  colours = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+  size = (image.shape[1], image.shape[0])
+  colours = cv2.resize(colours, size, interpolation=cv2.INTER_NEAREST)
+  shown = cv2.resize((value >= threshold).astype(np.uint8), size,
+                     interpolation=cv2.INTER_NEAREST) > 0
+  return np.where(shown[..., None], colours, (image * 0.35).astype(np.uint8))
+
+
 def bottom_up_panel(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                    stage_maps: np.ndarray, tag_maps: np.ndarray, spec: KeypointSpec,
+                    stage_maps: np.ndarray, spec: KeypointSpec,
+                    tag_maps: np.ndarray | None = None,
+                    field_maps: np.ndarray | None = None,
                     min_height: int = 256) -> np.ndarray:
   """A whole image: every person found, each output's heatmaps (maximum
-  over the joints) over it, and the tags (`tag_picture`) of the first.
+  over the joints) over it, and what groups them: the first output's tags
+  (`tag_picture`) or the last output's part affinity fields
+  (`field_picture`).
 
   `keypoints` (N, K, 2), `scores` (N, K) in the image's pixels; `stage_maps`
-  (S, h, w, K); `tag_maps` (h, w, K).
+  (S, h, w, K); `tag_maps` (h, w, K); `field_maps` (h, w, L, 2).
   """
   image = _check_rgb(image, 'bottom_up_panel')
   factor = max(1, -(-min_height // image.shape[0]))
@@ -257,9 +288,13 @@ def bottom_up_panel(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray
     cv2.putText(cell, f'output {s + 1}', (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                 (255, 255, 255), 1, cv2.LINE_AA)
     cells.append(cell)
-  first = np.asarray(stage_maps[0])
-  tags = tag_picture(big, tag_maps, first)
-  cv2.putText(tags, 'tags', (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-              (255, 255, 255), 1, cv2.LINE_AA)
-  cells.append(tags)
+  cues = []
+  if tag_maps is not None:
+    cues.append(('tags', tag_picture(big, tag_maps, np.asarray(stage_maps[0]))))
+  if field_maps is not None:
+    cues.append(('limb fields', field_picture(big, field_maps)))
+  for name, cell in cues:
+    cv2.putText(cell, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    cells.append(cell)
   return image_grid(cells, columns=len(cells))

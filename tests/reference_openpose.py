@@ -9,7 +9,7 @@ the length prior with the image's height, people of at least 4 parts and
 at the image's resolution: heatmaps (H, W, 19) and PAFs (H, W, 38), in the
 CMU channel order. `scene` renders test maps of several people.
 
-Used by tests/test_assembly.py and benchmarks/openpose_grouping_speed.py.
+Used by tests/test_assembly.py and benchmarks/grouping_speed.py (--codec=part_affinity).
 """
 
 from __future__ import annotations
@@ -162,13 +162,14 @@ FIGURE = np.array([
 
 def scene(seed, size=(368, 368), people=4, noise=0.02, distractors=3):
   """(heatmaps (H, W, 19), PAFs (H, W, 38), parts (P, 18, 2), visible
-  (P, 18)) float32 maps of `people` figures of 90-200 px at random places
+  (P, 18)) float32 maps of `people` figures 0.25-0.55 of the height tall
+  (90-200 px at 368) at random places
   (some overlapping), each part hidden with probability 0.1, a few lone
   part peaks (distractors), rendered as CMU targets at the image's
   resolution (Gaussians of 7 px, PAFs 8 px wide each side), plus noise."""
   rng = np.random.default_rng(seed)
   h, w = size
-  height = rng.uniform(90, 200, (people, 1, 1))
+  height = rng.uniform(0.25 * h, 0.55 * h, (people, 1, 1))
   angle = rng.uniform(-0.3, 0.3, (people, 1))
   c, s = np.cos(angle), np.sin(angle)
   x, y = FIGURE[None, :, 0] * height[..., 0], FIGURE[None, :, 1] * height[..., 0]

@@ -96,8 +96,10 @@ def test_gpu_benchmark_script_prints_one_table(tmp_path):
   assert {r['framework'] for r in results} == {'posejax', 'pytorch', 'grouping'}
   assert all('error' not in r for r in results)
   assert all(r['images_per_s'] > 0 for r in results if r['framework'] != 'grouping')
-  (grouping,) = [r for r in results if r['framework'] == 'grouping']
-  assert grouping['same_people'] and grouping['posejax_ms'] > 0
+  grouping = [r for r in results if r['framework'] == 'grouping']
+  assert [r['codec'] for r in grouping] == ['associative_embedding', 'part_affinity']
+  assert all(r['same_people'] and r['posejax_ms'] > 0 for r in grouping)
+  assert 'Bottom-up decoding and grouping (part affinity fields), 64x64 maps' in proc.stdout
   # PyTorch's images/s and the ratio beside the bf16 row only.
   assert rows[1].rstrip(' |').endswith('x') and not rows[0].rstrip(' |').endswith('x')
   # The bf16 case was traced: the trace is on disk, its ops are in the table.

@@ -1,4 +1,8 @@
-"""Prediction without boxes: bottom-up configs in the Predictor and the CLI."""
+"""Prediction without boxes: bottom-up configs in the Predictor and the CLI.
+
+Both bottom-up families: associative embedding (configs/synthetic_bottom_up.py)
+and part affinity fields (configs/synthetic_openpose.py).
+"""
 
 import json
 
@@ -9,17 +13,17 @@ import pytest
 
 from conftest import run_python
 
-CONFIG = 'configs/synthetic_bottom_up.py:smoke'
+RECIPES = ('synthetic_bottom_up', 'synthetic_openpose')
 
 
-@pytest.fixture(scope='module')
-def run(smoke_builder, smoke_data_dir, tmp_path_factory):
+@pytest.fixture(scope='module', params=RECIPES)
+def run(request, smoke_builder, smoke_data_dir, tmp_path_factory):
   """A bottom-up smoke run directory with a step-0 checkpoint of random weights."""
   import reference_layouts
   from posejax import experiment
   from posejax.checkpoints import official
   import recipe_configs
-  config = recipe_configs.load_config('synthetic_bottom_up', 'smoke')
+  config = recipe_configs.load_config(request.param, 'smoke')
   config.dataset.data_dir = smoke_data_dir
   setup = experiment.Setup(config)
   abstract = jax.eval_shape(setup.model.init, jax.random.key(0),
@@ -27,7 +31,7 @@ def run(smoke_builder, smoke_data_dir, tmp_path_factory):
   variables = reference_layouts.random_variables(abstract, seed=0)
   workdir = str(tmp_path_factory.mktemp('bottom_up_run'))
   official.write_checkpoint(config, variables, workdir)
-  return config, setup, variables, workdir
+  return config, setup, variables, workdir, request.param
 
 
 @pytest.mark.slow
@@ -36,7 +40,7 @@ def test_predictor_finds_the_evaluation_people_on_the_same_image(run, smoke_buil
   import tensorflow_datasets as tfds
   from posejax.evaluation import predict_people
   from posejax.inference import predictor as predictor_lib
-  config, setup, variables, workdir = run
+  config, setup, variables, workdir, _ = run
   config.eval.flip_test = True
   predictions, kept = predict_people.predict_people(setup, variables, keep_images=1)
   record = next(iter(smoke_builder.as_dataset(
@@ -56,7 +60,10 @@ def test_predictor_finds_the_evaluation_people_on_the_same_image(run, smoke_buil
   np.testing.assert_allclose(np.sort(found.instance_scores),
                              np.sort(predictions.instance_score[rows]), atol=1e-2)
   assert found.boxes.shape == (len(found.keypoints), 4)
-  assert found.tag_maps.shape[-1] == 17 and found.stage_heatmaps.shape[1] == 2
+  if hasattr(setup.codec, 'tag_maps'):  # associative embedding
+    assert found.tag_maps.shape[-1] == 17 and found.stage_heatmaps.shape[1] == 2
+  else:  # the last stage's 19 limb fields
+    assert found.field_maps.shape[-2:] == (19, 2) and found.tag_maps is None
   with pytest.raises(ValueError, match='without boxes'):
     predictor(image, [[0, 0, 10, 10]])
 
@@ -68,8 +75,8 @@ def _cli(*args, timeout=300):
 
 @pytest.mark.slow
 def test_cli_finds_people_without_boxes_and_refuses_boxes(run, smoke_data_dir, tmp_path):
-  _, _, _, workdir = run
-  common = [f'--config={CONFIG}', f'--workdir={workdir}',
+  _, _, _, workdir, name = run
+  common = [f'--config=configs/{name}.py:smoke', f'--workdir={workdir}',
             f'--config.dataset.data_dir={smoke_data_dir}']
   photo = tmp_path / 'photo.png'
   cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (90, 120, 3),

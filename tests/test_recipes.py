@@ -64,8 +64,9 @@ def test_recipe_builds_its_network_and_pipeline(name, variant, fixtures):
   setup = experiment.Setup(config)  # every check main.py makes, nothing compiled
   assert setup.codec.output_size == tuple(
       s // config.codec.stride for s in config.input.size)
-  # One output channel per keypoint, three for offset voting.
-  assert setup.model.num_keypoints == setup.spec.num_keypoints * setup.codec.channels
+  # One output channel per keypoint, three for offset voting, two with tags,
+  # the COCO-18 maps and limb fields of part affinity fields.
+  assert setup.model.num_keypoints == setup.codec.output_channels(setup.spec.num_keypoints)
   config.train.global_batch_size = 2
   batch = next(pipeline.train_stream(setup.builder, config, setup.codec)
                .as_numpy_iterator())
@@ -295,9 +296,10 @@ def _predictions(keypoints, scores, **fields):
 
 
 @pytest.mark.slow
-def test_bottom_up_recipe_trains_and_scores_without_boxes(fixtures, tmp_path):
+@pytest.mark.parametrize('name', ['higherhrnet_coco', 'openpose_coco'])
+def test_bottom_up_recipe_trains_and_scores_without_boxes(name, fixtures, tmp_path):
   from posejax import train
-  config = fixtures(smoke('higherhrnet_coco'))
+  config = fixtures(smoke(name))
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert {'AP', 'AP50', 'AR'} <= set(metrics) and 'PCK@0.1' not in metrics
   out = tmp_path / 'eval' / f'step_{config.train.num_steps}'

@@ -165,6 +165,14 @@ BACKBONES: dict[str, Backbone] = {
         published=("torchvision's ImageNet ResNets (resnet50-19c8e357.pth, "
                    'resnet101-5d3b4d8f.pth, resnet152-b121ed2d.pth, from '
                    'download.pytorch.org/models/)')),
+    # VGG-19's first ten convolutions (model0.conv1_1 ... conv4_2, renamed
+    # from torchvision's `features` indices by openpose.torch_file_key).
+    'openpose': Backbone(
+        head=r'(model0\.conv4_[34]_CPM|model\d+_\d)\.',
+        classification_only=r'(features\.(2[3-9]|3[0-9])|classifier)\.',
+        classifier_key='classifier.6.weight',
+        published=("torchvision's ImageNet VGG-19 (vgg19-dcbb9e9d.pth, from "
+                   'download.pytorch.org/models/)')),
     'asymmetric_hourglass': Backbone(
         # The encoder's conv1..layer3 are ResNet-50's; its dilated layer4 is
         # narrower (layer4_planes) and keeps its initialisation, as do the

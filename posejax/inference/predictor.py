@@ -40,9 +40,11 @@ class ImagePrediction:
   keypoints_input: np.ndarray | None = None
   # Bottom-up: (N,) the grouping's person scores; with `heatmaps=True`,
   # `crops` is the one whole-image input, `stage_heatmaps` (1, S, h, w, K)
-  # and `tag_maps` (1, h, w, K) its maps.
+  # and what groups them: `tag_maps` (1, h, w, K) of associative embedding
+  # or `field_maps` (1, h, w, L, 2) of part affinity fields.
   person_scores: np.ndarray | None = None
   tag_maps: np.ndarray | None = None
+  field_maps: np.ndarray | None = None
 
   @property
   def instance_scores(self) -> np.ndarray:
@@ -54,7 +56,7 @@ class ImagePrediction:
 
   def take(self, rows) -> ImagePrediction:
     """The instances at `rows`, every per-instance field alike."""
-    whole = ('tag_maps',) if self.person_scores is not None else ()
+    whole = ('tag_maps', 'field_maps') if self.person_scores is not None else ()
     if self.person_scores is not None:
       whole += ('crops', 'stage_heatmaps')  # of the image, not per person
     return ImagePrediction(**{
@@ -202,7 +204,9 @@ class Predictor:
       size = outputs[0].shape[1:3]
       stages = np.stack([cv2.resize(np.asarray(self.codec.maps(o))[0], size[::-1])
                          .reshape(*size, -1) for o in outputs])[None]
+      cues = ({'tag_maps': np.asarray(self.codec.tag_maps(outputs[0]))}
+              if hasattr(self.codec, 'tag_maps') else
+              {'field_maps': np.asarray(self.codec.field_maps(outputs[-1]))})
       prediction = dataclasses.replace(
-          prediction, crops=x[None], stage_heatmaps=stages,
-          tag_maps=np.asarray(self.codec.tag_maps(outputs[0])))
+          prediction, crops=x[None], stage_heatmaps=stages, **cues)
     return prediction

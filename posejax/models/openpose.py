@@ -73,22 +73,36 @@ def _conv(features: int, kernel_size: int, name: str, dtype, output=False):
                      name=name)
 
 
+def _hidden(x, features: int, kernel_size: int, name: str, norm: bool, train: bool,
+            dtype):
+  """A hidden convolution (named as the port's layer) and its ReLU; with
+  `norm`, BatchNorm between them (`{name}_bn`) and no bias: not in the CMU
+  model, for short runs from scratch. Called inside a compact module."""
+  if not norm:
+    return common.relu(_conv(features, kernel_size, name, dtype)(x))
+  x = common.conv(features, kernel_size, dtype=dtype, kernel_init=_hidden_init,
+                  name=name)(x)
+  return common.relu(common.batch_norm(train, dtype=dtype, name=f'{name}_bn')(x))
+
+
 class Trunk(nn.Module):
   """model0: VGG-19's conv1_1 to conv4_2 and the two CPM convolutions."""
 
   vgg_widths: tuple[int, int, int, int] = (64, 128, 256, 512)
   cpm_widths: tuple[int, int] = (256, 128)
+  pools: int = 3  # after the first `pools` blocks
+  norm: bool = False
   dtype: common.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for block, (names, width) in enumerate(zip(_VGG_LAYERS, self.vgg_widths)):
       for name in names:
-        x = common.relu(_conv(width, 3, name, self.dtype)(x))
-      if block < 3:
+        x = _hidden(x, width, 3, name, self.norm, train, self.dtype)
+      if block < self.pools:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     for i, width in enumerate(self.cpm_widths):
-      x = common.relu(_conv(width, 3, f'conv4_{i + 3}_CPM', self.dtype)(x))
+      x = _hidden(x, width, 3, f'conv4_{i + 3}_CPM', self.norm, train, self.dtype)
     return x
 
 
@@ -101,10 +115,11 @@ class Branch(nn.Module):
   features: int = 128
   stage1_hidden: int = 512
   kernel_size: int = 7
+  norm: bool = False
   dtype: common.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     t, b = self.stage, self.branch
     if t == 1:
       layers = [(f'conv5_{i}_CPM_L{b}', self.features, 3) for i in (1, 2, 3)]
@@ -115,12 +130,10 @@ class Branch(nn.Module):
                 for i in range(1, 6)]
       layers += [(f'Mconv6_stage{t}_L{b}', self.features, 1),
                  (f'Mconv7_stage{t}_L{b}', self.out_channels, 1)]
-    for i, (name, features, kernel) in enumerate(layers):
-      last = i == len(layers) - 1
-      x = _conv(features, kernel, name, self.dtype, output=last)(x)
-      if not last:
-        x = common.relu(x)
-    return x
+    for name, features, kernel in layers[:-1]:
+      x = _hidden(x, features, kernel, name, self.norm, train, self.dtype)
+    name, features, kernel = layers[-1]
+    return _conv(features, kernel, name, self.dtype, output=True)(x)
 
 
 class OpenPose(nn.Module):
@@ -137,6 +150,10 @@ class OpenPose(nn.Module):
     stage_features: width of every stage's hidden convolutions.
     stage1_hidden: width of stage 1's 1x1 convolution.
     kernel_size: the later stages' kernel (7).
+    stride: 8 (the CMU model: a max-pool after each of VGG's first three
+      blocks) or 4 (none after the third; for small inputs).
+    batch_norm: BatchNorm after every hidden convolution (which then has no
+      bias); not in the CMU model, whose layout then no longer imports.
     input_normalization: 'openpose' (BGR / 256 - 0.5, the CMU weights') or
       'imagenet' (torchvision's VGG-19); see `common.normalize_images`.
     dtype: computation dtype.
@@ -150,10 +167,14 @@ class OpenPose(nn.Module):
   stage_features: int = 128
   stage1_hidden: int = 512
   kernel_size: int = 7
+  stride: int = STRIDE
+  batch_norm: bool = False
   input_normalization: str = 'openpose'
   dtype: common.Dtype = jnp.float32
 
   def __post_init__(self):
+    if self.stride not in (4, 8):
+      raise ValueError(f'OpenPose.stride must be 4 or 8, got {self.stride}.')
     common.require_positive(self, ('num_limbs', 'num_stages', 'stage_features',
                                    'stage1_hidden', 'kernel_size'))
     if self.num_keypoints <= 2 * self.num_limbs:
@@ -171,17 +192,17 @@ class OpenPose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-    """Every stage's (N, H/8, W/8, num_keypoints) maps, float32."""
-    del train  # no BatchNorm
+    """Every stage's (N, H/s, W/s, num_keypoints) maps (s = `stride`), float32."""
     features = Trunk(tuple(self.vgg_widths), tuple(self.cpm_widths),
-                     dtype=self.dtype, name='model0')(x)
+                     pools=3 if self.stride == 8 else 2, norm=self.batch_norm,
+                     dtype=self.dtype, name='model0')(x, train)
     pafs = 2 * self.num_limbs
     maps = self.num_keypoints - pafs
     outputs, stage_input = [], features
     for t in range(1, self.num_stages + 1):
       branch = lambda b, out: Branch(  # pylint: disable=cell-var-from-loop
           t, b, out, self.stage_features, self.stage1_hidden, self.kernel_size,
-          dtype=self.dtype, name=f'model{t}_{b}')(stage_input)
+          self.batch_norm, dtype=self.dtype, name=f'model{t}_{b}')(stage_input, train)
       paf, confidence = branch(1, pafs), branch(2, maps)
       outputs.append(jnp.concatenate([confidence, paf], -1).astype(jnp.float32))
       # The port's order: PAFs, confidence maps, features.
@@ -196,12 +217,23 @@ def torch_state_dict_key(path) -> str:
   return '.'.join([*path[:-1], common.TORCH_LEAF_NAMES[path[-1]]])
 
 
+# torchvision's vgg19 `features` index of each of the trunk's VGG layers.
+TORCHVISION_VGG19 = {0: 'conv1_1', 2: 'conv1_2', 5: 'conv2_1', 7: 'conv2_2',
+                     10: 'conv3_1', 12: 'conv3_2', 14: 'conv3_3', 16: 'conv3_4',
+                     19: 'conv4_1', 21: 'conv4_2'}
+_TORCHVISION_KEY = re.compile(r'features\.(\d+)\.(weight|bias)$')
 _FILE_KEY = re.compile(r'(?:conv(\d)_\d(?:_CPM)?(?:_L(\d))?|Mconv\d_stage(\d)_L(\d))\.')
 
 
 def torch_file_key(key: str) -> str:
   """A key of `body_pose_model.pth` (the layer alone, 'conv5_1_CPM_L2.weight')
-  as the module's ('model1_2.conv5_1_CPM_L2.weight'); other keys unchanged."""
+  as the module's ('model1_2.conv5_1_CPM_L2.weight'), and torchvision's
+  vgg19 keys of the trunk's layers ('features.0.weight' ->
+  'model0.conv1_1.weight'); other keys unchanged."""
+  m = _TORCHVISION_KEY.match(key)
+  if m is not None:
+    layer = TORCHVISION_VGG19.get(int(m.group(1)))
+    return key if layer is None else f'model0.{layer}.{m.group(2)}'
   m = _FILE_KEY.match(key)
   if m is None:
     return key

@@ -98,3 +98,40 @@ def test_imported_pytorch_weights_give_pytorch_outputs():
       confidence = np.maximum(confidence, 0)
     for got, want in ((confidence, heat), (np.asarray(a[..., 5:]), paf)):
       np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
+def _torchvision_vgg19(widths, rng):
+  """A state dict in torchvision's vgg19 layout (`features.N`, `classifier.N`),
+  the widths of its four first blocks given, the fifth and classifier small."""
+  state_dict, channels, index = {}, 3, 0
+  for block, (convs, width) in enumerate(zip((2, 2, 4, 4, 4), (*widths, 8))):
+    for _ in range(convs):
+      state_dict[f'features.{index}.weight'] = rng.standard_normal(
+          (width, channels, 3, 3)).astype(np.float32)
+      state_dict[f'features.{index}.bias'] = rng.standard_normal(width).astype(np.float32)
+      channels, index = width, index + 2  # each conv is followed by its ReLU
+    index += 1  # the max-pool
+  for i, (out, inp) in zip((0, 3, 6), ((16, 8 * 49), (16, 16), (1000, 16))):
+    state_dict[f'classifier.{i}.weight'] = np.zeros((out, inp), np.float32)
+    state_dict[f'classifier.{i}.bias'] = np.zeros((out,), np.float32)
+  return state_dict
+
+
+def test_the_trunk_starts_from_torchvisions_vgg19():
+  from posejax.checkpoints import imagenet  # pylint: disable=g-import-not-at-top
+  model = openpose.OpenPose(num_keypoints=5 + 8, num_limbs=4,
+                            input_normalization='imagenet', **SMALL)
+  state_dict = _torchvision_vgg19(SMALL['vgg_widths'], np.random.default_rng(0))
+  loaded = imagenet.backbone_variables(state_dict, 'openpose', model, (64, 64))
+  assert len(loaded.loaded) == 20  # conv1_1 ... conv4_2, weight and bias
+  np.testing.assert_array_equal(
+      loaded.variables[('params', 'model0', 'conv3_4', 'kernel')],
+      state_dict['features.16.weight'].transpose(2, 3, 1, 0))
+  assert all(k.startswith(('features.', 'classifier.')) for k in loaded.ignored)
+  assert {k.split('.')[0] for k in loaded.kept} == {
+      'model0', 'model1_1', 'model1_2', 'model2_1', 'model2_2', 'model3_1', 'model3_2'}
+  # A pose checkpoint is no ImageNet start.
+  with pytest.raises(ValueError, match='no classifier.6.weight'):
+    imagenet.backbone_variables(
+        {k: v for k, v in state_dict.items() if not k.startswith('classifier')},
+        'openpose', model, (64, 64))
