@@ -169,3 +169,29 @@ def test_pth_file_becomes_a_checkpoint_that_eval_and_train_load(
 
   with pytest.raises(FileExistsError, match='already holds checkpoints'):
     official.import_checkpoint(config, str(path), str(workdir))
+
+
+@pytest.mark.slow
+def test_openpose_file_keys_import_for_a_bottom_up_config(smoke_config, tmp_path):
+  """body_pose_model.pth's layout (keys without their block) through the
+  command's path: the network gets the PAF codec's channels (COCO-18 maps
+  and 19 limbs' fields), not one per keypoint."""
+  torch = pytest.importorskip('torch')
+  import recipe_configs
+  from posejax import experiment
+  from posejax.models import openpose
+  config = recipe_configs.load_config('synthetic_openpose', 'smoke')
+  config.dataset.data_dir = smoke_config('smoke').dataset.data_dir
+  model = openpose.OpenPose(num_keypoints=19 + 38, **{
+      k: v for k, v in config.model.to_dict().items()
+      if k not in ('name', 'dtype', 'preset', 'pretrained')})
+  variables = jax.tree.map(
+      lambda s: np.random.default_rng(1).standard_normal(s.shape).astype(np.float32),
+      summary.abstract_variables(model, tuple(config.input.size)))
+  state_dict = _state_dict_of(variables, layouts.LAYOUTS['openpose'])
+  path = tmp_path / 'body_pose_model.pth'
+  torch.save({k.split('.', 1)[1]: torch.from_numpy(v) for k, v in state_dict.items()},
+             path)
+  official.import_checkpoint(config, str(path), str(tmp_path / 'run'))
+  loaded, _ = experiment.load_variables(str(tmp_path / 'run'))
+  jax.tree.map(np.testing.assert_array_equal, loaded, variables)

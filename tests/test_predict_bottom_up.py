@@ -98,3 +98,24 @@ def test_cli_finds_people_without_boxes_and_refuses_boxes(run, smoke_data_dir, t
   assert refused.stderr.strip().splitlines()[-1] == (
       'posejax: --boxes=hog: bottom-up networks need no boxes (they find every '
       'person in the image); drop --boxes.')
+
+
+@pytest.mark.slow
+def test_the_evaluation_of_ideal_maps_finds_the_people(run):
+  """benchmarks/bottom_up_ceiling.py's path: the val split's annotated
+  people rendered as the ideal output, decoded, grouped, mapped back to the
+  images and scored; what is lost is the method's own."""
+  import importlib.util
+  import os
+  from posejax.evaluation import evaluator
+  from posejax.evaluation import predict_people
+  from conftest import REPO
+  config, setup, _, _, _ = run
+  spec = importlib.util.spec_from_file_location(
+      'bottom_up_ceiling', os.path.join(REPO, 'benchmarks', 'bottom_up_ceiling.py'))
+  ceiling = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ceiling)
+  predictions, _ = predict_people.predict_people(setup, None,
+                                                 ceiling.ideal_predict_fn(setup))
+  metrics = evaluator.score(setup, predictions)
+  assert metrics['AP50'] > 0.6 and metrics['AR50'] > 0.6
