@@ -51,3 +51,23 @@ def test_the_same_peaks_and_people_as_the_port(seed, people):
   assert len(found) == len(expected) >= 1
   mine = np.where((found.scores != 0)[..., None], found.keypoints, -1.0)
   np.testing.assert_array_equal(_sorted(mine), _sorted(expected))
+
+
+def test_maps_without_peaks_give_no_people():
+  heat = np.zeros((64, 80, 19), np.float32)
+  heat[..., 18] = 1.0  # all background
+  peaks, found = _ours(heat, np.zeros((64, 80, 38), np.float32))
+  assert not peaks['valid'].any() and len(found) == 0
+  assert found.keypoints.shape == (0, 18, 2)
+
+
+def test_a_lone_limb_is_no_person():
+  """Fewer than 4 parts: dropped, as the port drops them."""
+  heat, paf, parts, visible = reference_openpose.scene(0, (256, 320), 1)
+  keep = np.zeros(19, bool)
+  keep[[1, 2]] = True  # neck and right shoulder only
+  heat[..., :18] *= keep[:18]
+  _, found = _ours(heat, paf)
+  candidate, subset, _ = reference_openpose.parse(heat.astype(np.float64),
+                                                  paf.astype(np.float64))
+  assert len(found) == len(subset) == 0

@@ -301,3 +301,21 @@ def test_bottom_up_outputs_that_do_not_divide_the_input_are_a_clear_error(
     codec.joint_losses(
         jnp.zeros((2, 7, 5, codec.output_channels(SPEC.num_keypoints))), targets,
         weights)
+
+
+def test_bottom_up_multi_scale_merge_of_one_scale_finds_the_same_people(
+    bottom_up_codec):
+  codec = bottom_up_codec
+  people = _people(codec)
+  output = codec.ideal_output(codec.encode(people, jnp.full(people.shape[:3], 2))[0])
+  combined = codec.combine([output])
+  twice = codec.merge_scales([combined, combined])
+  for a, b in zip(_decoded(codec, combined), _decoded(codec, twice)):
+    assert len(a) == len(b) == 2
+    np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
+
+
+def _decoded(codec, combined):
+  candidates = jax.device_get(codec.decode(combined))
+  return [codec.group({k: v[i] for k, v in candidates.items()})
+          for i in range(len(candidates['value']))]
