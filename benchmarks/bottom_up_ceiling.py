@@ -13,6 +13,7 @@ not by training. Prints the metrics as JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -52,9 +53,8 @@ def ideal_predict_fn(setup):
     people = []
     for i in range(len(batch['image'])):
       found = codec.group({k: v[i] for k, v in candidates.items()})
-      people.append(found.__class__(
-          **{**found.__dict__,
-             'keypoints': np.asarray(codec.to_input(found.keypoints, size), np.float32)}))
+      people.append(dataclasses.replace(
+          found, keypoints=np.asarray(codec.to_input(found.keypoints, size), np.float32)))
     empty = grouping.empty_people(setup.spec.num_keypoints)
     return people + [empty] * (len(images) - len(people))
   return predict

@@ -196,3 +196,9 @@ def test_openpose_file_keys_import_for_a_bottom_up_config(smoke_config, tmp_path
   official.import_checkpoint(config, str(path), str(tmp_path / 'run'))
   loaded, _ = experiment.load_variables(str(tmp_path / 'run'))
   jax.tree.map(np.testing.assert_array_equal, loaded['params'], variables['params'])
+
+
+def test_a_missing_checkpoint_file_names_the_flag(smoke_config, tmp_path):
+  with pytest.raises(FileNotFoundError, match='--checkpoint: no file at .*nowhere.pth'):
+    official.import_checkpoint(smoke_config('smoke'), str(tmp_path / 'nowhere.pth'),
+                               str(tmp_path / 'run'))

@@ -11,6 +11,7 @@ and needs no torch; only reading a `.pth` file does.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 from flax import traverse_util
@@ -93,6 +94,11 @@ def write_checkpoint(config, variables: dict, workdir: str) -> str:
 
 def import_checkpoint(config, checkpoint: str, workdir: str) -> str:
   """Converts `checkpoint` for `config` into `workdir`; returns its path."""
+  if not os.path.isfile(os.path.expanduser(checkpoint)):
+    raise FileNotFoundError(
+        f'--checkpoint: no file at {checkpoint}; give the path of the official '
+        '.pth file (the recipe docstring names where each is published).')
+  checkpoint = os.path.expanduser(checkpoint)
   # The dataset's keypoint layout, from its builder; TensorFlow only here, so
   # that the mapping above and the checkpoint writing import without it.
   from posejax import data  # pylint: disable=g-import-not-at-top

@@ -53,7 +53,6 @@ import numpy as np
 from posejax.codecs import assembly
 from posejax.codecs import base
 from posejax.codecs import heatmap
-from posejax.models import common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,11 +127,8 @@ def gaussian_smooth(maps: jax.Array, sigma: float, axes=(1, 2)) -> jax.Array:
     padding[axis] = (radius, radius)
     padded = jnp.pad(maps, padding, mode='symmetric')
     size = maps.shape[axis]
-    # Each pass kept in memory: fused into its consumer, XLA:CPU would
-    # recompute it for every tap of the next.
-    maps = common.materialize(sum(
-        float(t) * jax.lax.slice_in_dim(padded, i, i + size, axis=axis)
-        for i, t in enumerate(taps)))
+    maps = sum(float(t) * jax.lax.slice_in_dim(padded, i, i + size, axis=axis)
+               for i, t in enumerate(taps))
   return maps
 
 
@@ -168,9 +164,9 @@ class PartAffinityCodec(base.Codec):
     for name in ('sigma', 'limb_width', 'peak_sigma'):
       if getattr(self, name) <= 0:
         raise ValueError(f'codec.{name} must be positive, got {getattr(self, name)}.')
-    if self.samples < 2 or self.max_peaks < 1 or self.decode_outputs < 1:
-      raise ValueError('codec.samples must be >= 2, codec.max_peaks and '
-                       'codec.decode_outputs >= 1.')
+    for name, least in (('samples', 2), ('max_peaks', 1), ('decode_outputs', 1)):
+      if getattr(self, name) < least:
+        raise ValueError(f'codec.{name} must be >= {least}, got {getattr(self, name)}.')
 
   @property
   def layout(self) -> Layout:
@@ -351,9 +347,7 @@ class PartAffinityCodec(base.Codec):
     'y' int32 (raster order), 'value' (the unsmoothed map there) and
     'valid'."""
     j = self.layout.num_parts
-    # (B, J, H, W), kept in memory: fused into the smoothing's taps, the
-    # transpose would be read strided 25 times (XLA:CPU, 10x slower).
-    per_part = common.materialize(jnp.moveaxis(maps[..., :j], 3, 1))
+    per_part = jnp.moveaxis(maps[..., :j], 3, 1)  # (B, J, H, W)
     b, _, h, w = per_part.shape
     smooth = gaussian_smooth(per_part, self.peak_sigma, axes=(2, 3))
     # At least its four neighbours, zero outside the map (as the port): the

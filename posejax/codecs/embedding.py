@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from posejax import losses
 from posejax.codecs import base
+from posejax.codecs import grouping
 from posejax.codecs import heatmap
 
 # The order joints are grouped in (HigherHRNet's `joint_order` for COCO
@@ -256,7 +257,6 @@ class AssociativeEmbeddingCodec(base.Codec):
   def group(self, candidates):
     """One image's people (host) from its `decode` candidates (numpy, the
     batch axis removed), before the refinement."""
-    from posejax.codecs import grouping  # pylint: disable=g-import-not-at-top
     return grouping.group(candidates, self.order(), self.detection_threshold,
                           self.tag_threshold, self.max_people, self.adjust)
 
