@@ -131,6 +131,11 @@ def base_config() -> ml_collections.ConfigDict:
       name='heatmap',
       stride=4,
       sigma=2.0,  # heatmap pixels ('heatmap')
+      # 'heatmap': the sigma of each supervised output's targets, in the
+      # network's output order (CPN's and MSPN's Gaussians narrowing toward
+      # the finest output); None: `sigma` for every output. The last entry
+      # is the decoded output's and must equal `sigma`.
+      stage_sigmas=config_dict.placeholder(tuple),
       radius=3.0,  # disk radius in heatmap pixels ('offsets')
       offset_weight=1.0,  # weight of the offset loss against the disks' ('offsets')
       # Sub-pixel decoding: 'quarter', 'official' (the official code's
@@ -199,6 +204,9 @@ def base_config() -> ml_collections.ConfigDict:
       # the ohkm_topk x batch largest of the batch ('batch'); 0 is off.
       ohkm_topk=0,
       ohkm_scope='instance',
+      # Which supervised outputs are mined (indices, negative from the end,
+      # e.g. (-1,) for CPN's RefineNet); None: every output.
+      ohkm_stages=config_dict.placeholder(tuple),
   ))
 
   c.optim = ml_collections.ConfigDict(dict(

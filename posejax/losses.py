@@ -77,6 +77,10 @@ class Loss:
   # instance (or `ohkm_topk` x batch size over the batch); 0 keeps all.
   ohkm_topk: int = 0
   ohkm_scope: str = 'instance'
+  # Indices of the supervised outputs that are mined (negative from the
+  # end); None: every output. CPN mines only RefineNet's, MSPN each stage's
+  # finest.
+  ohkm_stages: tuple[int, ...] | None = None
 
   def __post_init__(self):
     if self.ohkm_scope not in OHKM_SCOPES:
@@ -92,8 +96,20 @@ class Loss:
       raise ValueError(
           f'loss.stage_weights has {len(weights)} entries but the model '
           f'returns {len(stage_losses)} stages.')
-    return sum(w * hard_keypoint_mean(j, self.ohkm_topk, self.ohkm_scope)
-               for w, j in zip(weights, stage_losses))
+    mined = self._mined(len(stage_losses))
+    return sum(w * hard_keypoint_mean(j, self.ohkm_topk if i in mined else 0,
+                                      self.ohkm_scope)
+               for i, (w, j) in enumerate(zip(weights, stage_losses)))
+
+  def _mined(self, num_outputs: int) -> frozenset[int]:
+    if self.ohkm_stages is None:
+      return frozenset(range(num_outputs))
+    for i in self.ohkm_stages:
+      if not -num_outputs <= i < num_outputs:
+        raise ValueError(
+            f'loss.ohkm_stages has index {i} but the model returns '
+            f'{num_outputs} supervised outputs.')
+    return frozenset(i % num_outputs for i in self.ohkm_stages)
 
   def every_keypoint(self) -> Loss:
     """The same loss without mining: validation losses that compare across runs."""
@@ -102,8 +118,10 @@ class Loss:
 
 def loss_from_config(loss_config) -> Loss:
   stage_weights = loss_config.stage_weights
+  ohkm_stages = loss_config.get('ohkm_stages')
   return Loss(stage_weights=None if stage_weights is None else tuple(stage_weights),
-              ohkm_topk=loss_config.ohkm_topk, ohkm_scope=loss_config.ohkm_scope)
+              ohkm_topk=loss_config.ohkm_topk, ohkm_scope=loss_config.ohkm_scope,
+              ohkm_stages=None if ohkm_stages is None else tuple(int(i) for i in ohkm_stages))
 
 
 def masked_heatmap_mse_per_joint(pred: jax.Array, target: jax.Array,

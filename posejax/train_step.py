@@ -83,7 +83,7 @@ def create_train_state(model, tx, rng, input_size, mesh) -> TrainState:
 
 def stage_losses(codec, outputs, targets, weights) -> list[jax.Array]:
   """The codec's (B, K) losses of every supervised output."""
-  return [codec.joint_losses(o, targets, weights) for o in outputs]
+  return codec.stage_losses(outputs, targets, weights)
 
 
 def train_step(state: TrainState, batch: batches.TrainBatch, *, model, codec,

@@ -429,3 +429,240 @@ class TorchOpenPoseBody(tnn.Module):
       outputs.append((paf, heat))
       out = torch.cat([paf, heat, features], 1)
     return outputs
+
+
+# --- CPN (GengDavid/pytorch-cpn) and MSPN (megvii-research/MSPN) -------------
+
+def _up(x, size):
+  return tnn.functional.interpolate(x, size=size, mode='bilinear', align_corners=True)
+
+
+class TorchResNetTrunk(tnn.Module):
+  """torchvision's ResNet returning [C5, C4, C3, C2] (the port's `resnet`)."""
+
+  def __init__(self, blocks, width):
+    super().__init__()
+    self.conv1 = tnn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    self.bn1 = _bn(width)
+    self.maxpool = tnn.MaxPool2d(3, stride=2, padding=1)
+    inplanes = width
+    for stage, num_blocks in enumerate(blocks):
+      planes, layers = width * 2**stage, []
+      for b in range(num_blocks):
+        s = 2 if stage and not b else 1
+        down = projection(inplanes, planes * 4, s) if s != 1 or inplanes != planes * 4 else None
+        layers.append(TorchBottleneck(inplanes, planes, s, down))
+        inplanes = planes * 4
+      setattr(self, f'layer{stage + 1}', tnn.Sequential(*layers))
+
+  def forward(self, x):
+    x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+    outs = []
+    for i in range(1, 5):
+      x = getattr(self, f'layer{i}')(x)
+      outs.append(x)
+    return outs[::-1]
+
+
+class TorchRefineBottleneck(tnn.Module):
+  """The port's refineNet `Bottleneck`: planes * 2 out, always projected."""
+
+  def __init__(self, inplanes, planes):
+    super().__init__()
+    self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
+    self.bn1 = _bn(planes)
+    self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = _bn(planes)
+    self.conv3 = tnn.Conv2d(planes, planes * 2, 1, bias=False)
+    self.bn3 = _bn(planes * 2)
+    self.downsample = projection(inplanes, planes * 2)
+
+  def forward(self, x):
+    y = torch.relu(self.bn1(self.conv1(x)))
+    y = torch.relu(self.bn2(self.conv2(y)))
+    return torch.relu(self.bn3(self.conv3(y)) + self.downsample(x))
+
+
+class _TorchGlobalNet(tnn.Module):
+
+  def __init__(self, in_channels, features, joints, out_size):
+    super().__init__()
+    self.out_size = out_size
+    self.laterals = tnn.ModuleList(
+        tnn.Sequential(tnn.Conv2d(c, features, 1, bias=False), _bn(features), tnn.ReLU())
+        for c in in_channels)
+    self.upsamples = tnn.ModuleList(
+        tnn.Sequential(tnn.Upsample(scale_factor=2, mode='bilinear', align_corners=True),
+                       tnn.Conv2d(features, features, 1, bias=False), _bn(features))
+        for _ in in_channels[1:])
+    self.predict = tnn.ModuleList(
+        tnn.Sequential(tnn.Conv2d(features, features, 1, bias=False), _bn(features),
+                       tnn.ReLU(), tnn.Conv2d(features, joints, 3, 1, 1, bias=False),
+                       tnn.Upsample(size=out_size, mode='bilinear', align_corners=True),
+                       _bn(joints))
+        for _ in in_channels)
+
+  def forward(self, levels):
+    pyramid, outs = [], []
+    for i, level in enumerate(levels):
+      f = self.laterals[i](level) + (up if i else 0)
+      pyramid.append(f)
+      if i < len(levels) - 1:
+        up = self.upsamples[i](f)
+      outs.append(self.predict[i](f))
+    return pyramid, outs
+
+
+class _TorchRefineNet(tnn.Module):
+
+  def __init__(self, features, planes, joints, out_size):
+    super().__init__()
+    self.cascade = tnn.ModuleList(
+        tnn.Sequential(*[TorchRefineBottleneck(features, planes) for _ in range(3 - i)],
+                       tnn.Upsample(size=out_size, mode='bilinear', align_corners=True))
+        for i in range(4))
+    self.final_predict = tnn.Sequential(
+        TorchRefineBottleneck(4 * features, planes),
+        tnn.Conv2d(2 * planes, joints, 3, 1, 1, bias=False), _bn(joints))
+
+  def forward(self, pyramid):
+    return self.final_predict(torch.cat([c(f) for c, f in zip(self.cascade, pyramid)], 1))
+
+
+class TorchCPN(tnn.Module):
+  """The port's `CPN`: (GlobalNet's four outputs, RefineNet's)."""
+
+  def __init__(self, blocks=(3, 4, 6, 3), width=64, features=256, planes=128,
+               joints=17, out_size=(64, 48)):
+    super().__init__()
+    self.resnet = TorchResNetTrunk(blocks, width)
+    channels = [width * 4 * 2**s for s in (3, 2, 1, 0)]
+    self.global_net = _TorchGlobalNet(channels, features, joints, out_size)
+    self.refine_net = _TorchRefineNet(features, planes, joints, out_size)
+    assert 2 * planes == features  # the port's final conv reads 256 channels
+
+  def forward(self, x):
+    pyramid, outs = self.global_net(self.resnet(x))
+    return outs, self.refine_net(pyramid)
+
+
+class TorchConvBNReLU(tnn.Module):
+  """MSPN's `conv_bn_relu`: conv with bias, BN, optional ReLU."""
+
+  def __init__(self, cin, cout, k=1, stride=1, relu=True):
+    super().__init__()
+    self.conv = tnn.Conv2d(cin, cout, k, stride, k // 2)
+    self.bn = _bn(cout)
+    self.relu = relu
+
+  def forward(self, x):
+    x = self.bn(self.conv(x))
+    return torch.relu(x) if self.relu else x
+
+
+class TorchMSPNBottleneck(tnn.Module):
+
+  def __init__(self, cin, planes, stride=1, down=False):
+    super().__init__()
+    self.conv_bn_relu1 = TorchConvBNReLU(cin, planes)
+    self.conv_bn_relu2 = TorchConvBNReLU(planes, planes, 3, stride)
+    self.conv_bn_relu3 = TorchConvBNReLU(planes, 4 * planes, relu=False)
+    self.downsample = TorchConvBNReLU(cin, 4 * planes, 1, stride, relu=False) if down else None
+
+  def forward(self, x):
+    y = self.conv_bn_relu3(self.conv_bn_relu2(self.conv_bn_relu1(x)))
+    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class _TorchMSPNEncoder(tnn.Module):
+
+  def __init__(self, cin, width):
+    super().__init__()
+    for stage, n in enumerate((3, 4, 6, 3)):
+      planes, layers = width * 2**stage, []
+      for b in range(n):
+        s = 2 if stage and not b else 1
+        layers.append(TorchMSPNBottleneck(cin, planes, s, s != 1 or cin != 4 * planes))
+        cin = 4 * planes
+      setattr(self, f'layer{stage + 1}', tnn.Sequential(*layers))
+
+  def forward(self, x, skips):
+    levels = []
+    for i in range(4):
+      x = getattr(self, f'layer{i + 1}')(x)
+      if skips is not None:
+        x = x + skips[i]
+      levels.append(x)
+    return levels
+
+
+class _TorchMSPNUnit(tnn.Module):
+
+  def __init__(self, index, cin, features, joints, skips, cross_features):
+    super().__init__()
+    self.index = index
+    self.u_skip = TorchConvBNReLU(cin, features, relu=False)
+    if index:
+      self.up_conv = TorchConvBNReLU(features, features, relu=False)
+    if skips:
+      self.skip1 = TorchConvBNReLU(cin, cin)
+      self.skip2 = TorchConvBNReLU(features, cin)
+    if skips and index == 3:
+      self.cross_conv = TorchConvBNReLU(features, cross_features)
+    self.res_conv1 = TorchConvBNReLU(features, features)
+    self.res_conv2 = TorchConvBNReLU(features, joints, 3, relu=False)
+    self.skips = skips
+
+  def forward(self, x, coarser, out_size):
+    out = self.u_skip(x)
+    if self.index:
+      out = out + self.up_conv(_up(coarser, x.shape[2:]))
+    out = torch.relu(out)
+    res = _up(self.res_conv2(self.res_conv1(out)), out_size)
+    skip = self.skip1(x) + self.skip2(out) if self.skips else None
+    cross = self.cross_conv(out) if self.skips and self.index == 3 else None
+    return out, res, skip, cross
+
+
+class _TorchMSPNStage(tnn.Module):
+
+  def __init__(self, cin, width, features, joints, skips):
+    super().__init__()
+    self.downsample = _TorchMSPNEncoder(cin, width)
+    self.upsample = tnn.Module()
+    for u in range(4):
+      setattr(self.upsample, f'up{u + 1}', _TorchMSPNUnit(
+          u, width * 4 * 2**(3 - u), features, joints, skips, width))
+
+  def forward(self, x, skips, out_size):
+    levels = self.downsample(x, skips)
+    out, results, new_skips, cross = None, [], [], None
+    for u in range(4):
+      out, res, skip, c = getattr(self.upsample, f'up{u + 1}')(levels[3 - u], out, out_size)
+      results.append(res)
+      new_skips.append(skip)
+      cross = c if c is not None else cross
+    return results, new_skips[::-1], cross
+
+
+class TorchMSPN(tnn.Module):
+  """The official `MSPN`: every stage's four outputs (coarsest first)."""
+
+  def __init__(self, stages=4, width=64, features=256, joints=17):
+    super().__init__()
+    self.top = tnn.Module()
+    self.top.conv = TorchConvBNReLU(3, width, 7, 2)
+    self.stages = stages
+    for s in range(stages):
+      setattr(self, f'stage{s}', _TorchMSPNStage(
+          width, width, features, joints, s < stages - 1))
+
+  def forward(self, x):
+    out_size = (x.shape[2] // 4, x.shape[3] // 4)
+    x = tnn.functional.max_pool2d(self.top.conv(x), 3, 2, 1)
+    skips, outputs = None, []
+    for s in range(self.stages):
+      results, new_skips, x = getattr(self, f'stage{s}')(x, skips, out_size)
+      skips = new_skips if s < self.stages - 1 else None
+      outputs += results
+    return outputs

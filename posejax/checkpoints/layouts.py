@@ -21,8 +21,10 @@ import numpy as np
 
 from posejax.checkpoints import torch_files
 from posejax.models import common
+from posejax.models import cpn
 from posejax.models import hourglass
 from posejax.models import hrnet
+from posejax.models import mspn
 from posejax.models import openpose
 from posejax.models import pose_ae_hourglass
 from posejax.models import simple_baseline
@@ -120,6 +122,12 @@ LAYOUTS: dict[str, TorchLayout] = {
     # Hzzone/pytorch-openpose: the CMU body model (body_pose_model.pth).
     'openpose': TorchLayout(key=openpose.torch_state_dict_key,
                             rename=openpose.torch_file_key),
+    # GengDavid/pytorch-cpn (CPN50, CPN101); `rename` also reads
+    # torchvision's ResNet keys, for the ImageNet start.
+    'cpn': TorchLayout(key=cpn.torch_state_dict_key, rename=cpn.torch_file_key),
+    # megvii-research/MSPN; `rename` also reads torchvision's ResNet-50 keys
+    # onto the first stage's encoder.
+    'mspn': TorchLayout(key=mspn.torch_state_dict_key, rename=mspn.torch_file_key),
     'hourglass': TorchLayout(key=hourglass.torch_state_dict_key,
                              unused=hourglass.unused_torch_state_dict_keys),
     # No official checkpoint: the layout serves its ImageNet ResNet-50 encoder
@@ -165,6 +173,21 @@ BACKBONES: dict[str, Backbone] = {
         published=("torchvision's ImageNet ResNets (resnet50-19c8e357.pth, "
                    'resnet101-5d3b4d8f.pth, resnet152-b121ed2d.pth, from '
                    'download.pytorch.org/models/)')),
+    'cpn': Backbone(
+        head=r'(global_net|refine_net)\.',
+        classification_only=r'resnet\.fc\.',  # renamed from fc. (cpn.torch_file_key)
+        classifier_key='resnet.fc.weight',
+        published=("torchvision's ImageNet ResNets (resnet50-19c8e357.pth, "
+                   'resnet101-5d3b4d8f.pth, from download.pytorch.org/models/)')),
+    # The first stage's encoder and the stem; torchvision's convolutions have
+    # no bias, so MSPN's conv biases keep their initialisation (zero), as
+    # with the official resnet-50_rename.pth.
+    'mspn': Backbone(
+        head=r'(stage[1-9]|stage0\.upsample\.|.*\.conv\.bias$)',
+        classification_only=r'fc\.',
+        classifier_key='fc.weight',
+        published=("torchvision's ImageNet ResNet-50 (resnet50-19c8e357.pth, "
+                   'from download.pytorch.org/models/)')),
     # VGG-19's first ten convolutions (model0.conv1_1 ... conv4_2, renamed
     # from torchvision's `features` indices by openpose.torch_file_key).
     'openpose': Backbone(

@@ -17,6 +17,10 @@ step and prediction see codecs only through `Codec`:
                            output (the arithmetic lives in posejax/losses.py);
                            a bottom-up codec may score other channel groups
                            (B, N), e.g. the part affinity fields'
+  stage_losses(os, t, w)   the (B, K) losses of every supervised output, in
+                           order (`joint_losses` of each, unless the codec
+                           renders per-output targets, as the heatmap codec
+                           with `stage_sigmas`)
   decode(o)                (keypoints (..., K, 2) in input pixels, scores (..., K))
   merge_flipped(o, of_f, flip_index)
                            flip test: `o` merged with the output of the
@@ -81,6 +85,10 @@ class Codec(abc.ABC):
   @abc.abstractmethod
   def joint_losses(self, output: jax.Array, targets, weights: jax.Array) -> jax.Array:
     """(B, K) loss of one stage's output."""
+
+  def stage_losses(self, outputs, targets, weights) -> list[jax.Array]:
+    """(B, K) losses of every supervised output."""
+    return [self.joint_losses(o, targets, weights) for o in outputs]
 
   @abc.abstractmethod
   def decode(self, output: jax.Array) -> tuple[jax.Array, jax.Array]:

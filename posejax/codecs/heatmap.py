@@ -333,10 +333,24 @@ class HeatmapCodec(base.Codec):
   # Flip test: the official code's one-pixel shift of the mirrored-back maps
   # (`shift_heatmaps_right`, eval.flip_shift).
   flip_shift: bool = False
+  # The sigma of each supervised output's targets, in output order (CPN's
+  # pyramid levels, MSPN's coarse-to-fine supervision); () renders `sigma`
+  # for every output. `encode` then returns one map per output (each
+  # distinct sigma rendered once), and the last, the decoded output's,
+  # is at `sigma`.
+  stage_sigmas: tuple[float, ...] = ()
 
   channels = 1
 
   def __post_init__(self):
+    if self.stage_sigmas and self.stage_sigmas[-1] != self.sigma:
+      raise ValueError(
+          f'codec.stage_sigmas ends with {self.stage_sigmas[-1]}, but the '
+          f'decoded (last) output is read with codec.sigma={self.sigma}: make '
+          'them equal.')
+    if any(s <= 0 for s in (self.sigma, *self.stage_sigmas)):
+      raise ValueError(f'codec.sigma and codec.stage_sigmas must be positive, got '
+                       f'{self.sigma} and {self.stage_sigmas}.')
     check_grid(self.grid)
     base.check_choice('codec.refine', self.refine, REFINES)
     base.check_stride(self.input_size, self.stride)
@@ -346,13 +360,33 @@ class HeatmapCodec(base.Codec):
     return base.check_stride(self.input_size, self.stride)
 
   def encode(self, keypoints, visibility):
-    return render_heatmaps(
-        keypoints, visibility, self.output_size, self.stride, self.sigma,
-        self.grid)
+    """Maps (..., h, w, K) at `sigma`, or with `stage_sigmas` a tuple of
+    them, one per supervised output; and the weights (..., K)."""
+    render = lambda sigma: render_heatmaps(
+        keypoints, visibility, self.output_size, self.stride, sigma, self.grid)
+    if not self.stage_sigmas:
+      return render(self.sigma)
+    maps = {sigma: render(sigma)[0] for sigma in dict.fromkeys(self.stage_sigmas)}
+    weights = render(self.sigma)[1]
+    return tuple(maps[sigma] for sigma in self.stage_sigmas), weights
 
   def joint_losses(self, output, targets, weights):
+    """(B, K) loss of one output against the maps at `sigma` (with
+    `stage_sigmas`, the last output's; `stage_losses` pairs each output
+    with its own)."""
     self.check_output(output)
+    if isinstance(targets, tuple):
+      targets = targets[-1]
     return losses.heatmap_mse_per_joint(output, targets, weights)
+
+  def stage_losses(self, outputs, targets, weights):
+    if not isinstance(targets, tuple):
+      return super().stage_losses(outputs, targets, weights)
+    if len(outputs) != len(targets):
+      raise ValueError(
+          f'codec.stage_sigmas gives {len(targets)} sigmas but the network '
+          f'returns {len(outputs)} supervised outputs: one sigma per output.')
+    return [self.joint_losses(o, t, weights) for o, t in zip(outputs, targets)]
 
   def decode(self, output):
     return decode_heatmaps(output, self.stride, self.refine, self.sigma,
@@ -365,7 +399,7 @@ class HeatmapCodec(base.Codec):
     return output.astype(jnp.float32)
 
   def ideal_output(self, targets):
-    return targets
+    return targets[-1] if isinstance(targets, tuple) else targets
 
   @property
   def round_trip_bound(self) -> float:
@@ -380,4 +414,5 @@ def from_config(config, num_keypoints: int) -> HeatmapCodec:
   return HeatmapCodec(
       input_size=tuple(config.input.size), stride=config.codec.stride,
       sigma=config.codec.sigma, refine=config.codec.refine,
-      grid=config.codec.grid, flip_shift=config.eval.flip_shift)
+      grid=config.codec.grid, flip_shift=config.eval.flip_shift,
+      stage_sigmas=tuple(float(s) for s in config.codec.get('stage_sigmas') or ()))

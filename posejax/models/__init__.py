@@ -26,8 +26,12 @@ from posejax.models.asymmetric_hourglass import AsymmetricHourglass
 from posejax.models.common import normalize_images
 from posejax.models.cpm import CPM
 from posejax.models.cpm import CPM_PRESETS
+from posejax.models.cpn import CPN
+from posejax.models.cpn import CPN_PRESETS
 from posejax.models.hourglass import HOURGLASS_PRESETS
 from posejax.models.hourglass import StackedHourglass
+from posejax.models.mspn import MSPN
+from posejax.models.mspn import MSPN_PRESETS
 from posejax.models.openpose import OPENPOSE_PRESETS
 from posejax.models.openpose import OpenPose
 from posejax.models.pose_ae_hourglass import POSE_AE_HOURGLASS_PRESETS
@@ -77,6 +81,14 @@ NETWORKS: dict[str, Network] = {
     'simple_baseline': Network(
         SimpleBaseline, SIMPLE_BASELINE_PRESETS, usual_input=((256, 192), 17),
         smoke=dict(width=4, deconv_features=(8, 8, 8))),
+    # Multi-stage top-down: GlobalNet's four levels, then RefineNet (5 outputs).
+    'cpn': Network(
+        CPN, CPN_PRESETS, usual_input=((256, 192), 17),
+        smoke=dict(width=8, pyramid_features=8, refine_planes=4)),
+    # Four outputs per stage, each stage's from the coarsest decoder unit.
+    'mspn': Network(
+        MSPN, MSPN_PRESETS, usual_input=((256, 192), 17),
+        smoke=dict(num_stages=2, width=8, decoder_features=8)),
     'hourglass': Network(
         StackedHourglass, HOURGLASS_PRESETS,
         usual_input=((256, 256), 16),  # MPII
@@ -198,7 +210,7 @@ def build_model(model_config: Any, num_keypoints: int) -> nn.Module:
 
 
 __all__ = [
-    'AsymmetricHourglass', 'CPM', 'DTYPES', 'HRNet', 'NETWORKS', 'Network',
+    'AsymmetricHourglass', 'CPM', 'CPN', 'DTYPES', 'MSPN', 'HRNet', 'NETWORKS', 'Network',
     'OpenPose',
     'PoseAEHourglass', 'SimpleBaseline',
     'StackedHourglass', 'build_model', 'model_fields', 'normalize_images',

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # ImageNet statistics on [0, 1] RGB, as used by torchvision-pretrained models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -279,6 +280,34 @@ _forward_barrier.defvjp(_forward_barrier_fwd, _forward_barrier_bwd)
 def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
   """Nearest-neighbour upsampling of NHWC by an integer factor (PyTorch's)."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def _aligned_weights(size_in: int, size_out: int) -> np.ndarray:
+  """(size_out, size_in) linear interpolation weights, corners aligned."""
+  if size_out == 1 or size_in == 1:
+    positions = np.zeros(size_out)
+  else:
+    positions = np.arange(size_out) * (size_in - 1) / (size_out - 1)
+  low = np.clip(np.floor(positions).astype(int), 0, max(size_in - 2, 0))
+  frac = positions - low
+  weights = np.zeros((size_out, size_in), np.float32)
+  weights[np.arange(size_out), low] += 1 - frac
+  if size_in > 1:
+    weights[np.arange(size_out), low + 1] += frac
+  return weights
+
+
+def resize_bilinear_aligned(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """PyTorch's `F.interpolate(mode='bilinear', align_corners=True)` of NHWC.
+
+  The corner pixels of input and output coincide (CPN, MSPN), unlike
+  `jax.image.resize`'s half-pixel centres. Written as two small
+  interpolation matrices, so that XLA runs it as two matrix products.
+  """
+  height, width = size
+  wy = jnp.asarray(_aligned_weights(x.shape[1], height), x.dtype)
+  wx = jnp.asarray(_aligned_weights(x.shape[2], width), x.dtype)
+  return jnp.einsum('yh,nhwc,xw->nyxc', wy, x, wx)
 
 
 def needs_downsample(in_features: int, planes: int, strides: int,

@@ -175,6 +175,42 @@ def _transposed_conv_bwd(strides, low, output_padding, residuals, dy):
 _transposed_conv.defvjp(_transposed_conv_fwd, _transposed_conv_bwd)
 
 
+def resnet_features(x: jax.Array, train: bool, *, depth: int, width: int = 64,
+                    dtype: common.Dtype = jnp.float32) -> list[jax.Array]:
+  """torchvision's ResNet trunk, built in the calling module's scope.
+
+  `conv1`, `bn1`, the 3x3 stride-2 max pool, then `layer1`..`layer4`
+  (Bottlenecks named `layer{s}_{b}`, as the torchvision keys); every network
+  with a ResNet backbone (SimpleBaselines, CPN) calls this inside its own
+  `nn.compact` method, so that the layers are its children.
+
+  Returns:
+    [C2, C3, C4, C5]: each stage's output, at 1/4 .. 1/32 of the input, with
+    4, 8, 16, 32 times `width` channels.
+  """
+  # Stem: 7x7 stride-2 conv, then 3x3 stride-2 max pool (padding 1, i.e.
+  # -inf borders as in PyTorch) to 1/4 resolution.
+  x = common.conv(width, 7, strides=2, dtype=dtype,
+                  kernel_init=resnet_kernel_init, name='conv1')(x)
+  x = common.batch_norm(train, dtype=dtype, name='bn1')(x)
+  x = common.relu(x)
+  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+  # The first block of stages 2-4 halves the resolution.
+  features = []
+  for stage, num_blocks in enumerate(RESNET_STAGE_BLOCKS[depth]):
+    planes = width * 2**stage
+    for b in range(num_blocks):
+      strides = 2 if stage > 0 and b == 0 else 1
+      downsample = common.needs_downsample(
+          x.shape[-1], planes, strides, common.Bottleneck.expansion)
+      x = common.Bottleneck(planes, strides=strides, downsample=downsample,
+                            dtype=dtype, kernel_init=resnet_kernel_init,
+                            name=f'layer{stage + 1}_{b}')(x, train)
+    features.append(x)
+  return features
+
+
 class SimpleBaseline(nn.Module):
   """ResNet + deconvolution head; defaults are SimpleBaseline-R50.
 
@@ -251,24 +287,8 @@ class SimpleBaseline(nn.Module):
           f'(the backbone stride), got {x.shape[1:3]}.')
     x = x.astype(self.dtype)
 
-    # Stem: 7x7 stride-2 conv, then 3x3 stride-2 max pool (padding 1, i.e.
-    # -inf borders as in PyTorch) to 1/4 resolution.
-    x = common.conv(self.width, 7, strides=2, dtype=self.dtype,
-                    kernel_init=resnet_kernel_init, name='conv1')(x)
-    x = common.batch_norm(train, dtype=self.dtype, name='bn1')(x)
-    x = common.relu(x)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-
-    # Backbone: the first block of stages 2-4 halves the resolution.
-    for stage, num_blocks in enumerate(RESNET_STAGE_BLOCKS[self.depth]):
-      planes = self.width * 2**stage
-      for b in range(num_blocks):
-        strides = 2 if stage > 0 and b == 0 else 1
-        downsample = common.needs_downsample(
-            x.shape[-1], planes, strides, common.Bottleneck.expansion)
-        x = common.Bottleneck(planes, strides=strides, downsample=downsample,
-                              dtype=self.dtype, kernel_init=resnet_kernel_init,
-                              name=f'layer{stage + 1}_{b}')(x, train)
+    x = resnet_features(x, train, depth=self.depth, width=self.width,
+                        dtype=self.dtype)[-1]
 
     # Head: (deconv, BN, ReLU) triples at Sequential indices 3i, 3i+1, 3i+2.
     for i, (features, kernel) in enumerate(
