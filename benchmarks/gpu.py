@@ -5,8 +5,8 @@ r"""Train-step images/s on one GPU: posejax (JAX) and PyTorch, one table.
 
 posejax: `posejax.benchmark.benchmark` (the real `train_step.jit_train_step`:
 targets rendered on device, forward, backward, Adam; random uint8 batches
-already on the device) for HRNet-W32, HRNet-W48, SimpleBaseline-R50 and the
-8-stack Hourglass, in float32 and bfloat16 (float32 parameters), batches 32
+already on the device) for HRNet-W32, HRNet-W48, SimpleBaseline-R50, the
+8-stack Hourglass, CPN-R50 and the 4-stage MSPN, in float32 and bfloat16 (float32 parameters), batches 32
 and 128, at each network's usual input (256x192; 256x256 for the hourglass).
 Reported per case: images/s (median of 10 steps after 2 warm-ups), achieved
 TFLOP/s (XLA's FLOP count of the step) and its share of the chip's dense peak
@@ -14,9 +14,11 @@ TFLOP/s (XLA's FLOP count of the step) and its share of the chip's dense peak
 (arguments, outputs and temporaries), and compile time.
 
 PyTorch: the official networks' structure (tests/torch_reference.py, the
-modules the equivalence tests check) for HRNet-W32 and SimpleBaseline-R50,
+modules the equivalence tests check) for HRNet-W32, SimpleBaseline-R50,
+CPN-R50 and the 4-stage MSPN (the last two after the hourglass, so a run cut
+short by the budget keeps the targets' cases),
 channels-last, bf16 autocast (AMP), cuDNN autotuning, Adam on an MSE heatmap
-loss (targets given, not rendered), the same batches; peak memory from
+loss (targets given, not rendered; every output of CPN and MSPN), the same batches; peak memory from
 torch.cuda. Its images/s sit beside posejax's bfloat16 row.
 
 Where the time goes: three more steps of HRNet-W32 in bfloat16 at batch 128
@@ -58,8 +60,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # In the order they run (the targets' cases first), each network's cases
 # bf16 before float32 and the larger batch first, so that a run cut short by
 # its time budget still has the cases that matter most.
-JAX_NETWORKS = ('hrnet:w32', 'simple_baseline:r50', 'hrnet:w48', 'hourglass:hg8')
-TORCH_NETWORKS = ('hrnet:w32', 'simple_baseline:r50')
+JAX_NETWORKS = ('hrnet:w32', 'simple_baseline:r50', 'hrnet:w48', 'hourglass:hg8',
+                'cpn:r50', 'mspn:4stg')
+TORCH_NETWORKS = ('hrnet:w32', 'simple_baseline:r50', 'cpn:r50', 'mspn:4stg')
 DTYPES = ('bfloat16', 'float32')
 BATCHES = (128, 32)
 # Seconds each half may start cases in (8 minutes in all, with start-up):
@@ -194,14 +197,14 @@ def _grouping(smoke: bool, codec: str = 'associative_embedding') -> dict:
 
 def _torch_network(name: str, smoke: bool):
   sys.path.insert(0, os.path.join(REPO, 'tests'))
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
   import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  import train_step_vs_pytorch  # pylint: disable=g-import-not-at-top
   if smoke:
     return ref.TorchPoseHRNet(17, 8, 1, (4, 8), (1,), 1)
-  if name == 'hrnet:w32':  # w32_256x192_adam_lr1e-3.yaml
-    return ref.TorchPoseHRNet(17, 64, 4, (32, 64, 128, 256), (1, 4, 3), 4)
-  if name == 'simple_baseline:r50':  # res50_256x192_d256x3_adam_lr1e-3.yaml
-    return ref.TorchPoseResNet((3, 4, 6, 3), 64, (256, 256, 256), (4, 4, 4), 17)
-  raise ValueError(name)
+  # HRNet-W32 w32_256x192_adam_lr1e-3.yaml, SimpleBaseline-R50
+  # res50_256x192_d256x3_adam_lr1e-3.yaml, CPN-R50 (the port), MSPN 4-stage.
+  return train_step_vs_pytorch._torch_module(name)
 
 
 def _torch_case(name: str, batch: int, smoke: bool) -> dict:
@@ -215,6 +218,7 @@ def _torch_case(name: str, batch: int, smoke: bool) -> dict:
   x = torch.randn(batch, 3, height, width, device=device).to(
       memory_format=torch.channels_last)
   target = torch.rand(batch, 17, height // 4, width // 4, device=device)
+  flat = lambda out: [t for o in out for t in flat(o)] if isinstance(out, (list, tuple)) else [out]
   if cuda:
     torch.cuda.reset_peak_memory_stats()
 
@@ -222,7 +226,8 @@ def _torch_case(name: str, batch: int, smoke: bool) -> dict:
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16):
       out = model(x)
-    loss = ((out.float() - target) ** 2).mean()
+    # Every output (CPN's five, MSPN's 16) against the same maps.
+    loss = sum(((o.float() - target) ** 2).mean() for o in flat(out))
     loss.backward()
     optimizer.step()
 

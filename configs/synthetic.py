@@ -19,8 +19,10 @@ The bottom-up quickstart on the same data is configs/synthetic_bottom_up.py.
 import ml_collections
 
 from posejax import config_lib
+from posejax.models import cpn
+from posejax.models import mspn
 
-NETWORKS = ('hrnet', 'simple_baseline', 'hourglass', 'cpm')
+NETWORKS = ('hrnet', 'simple_baseline', 'hourglass', 'cpm', 'cpn', 'mspn')
 CODECS = ('dark', 'quarter', 'udp', 'offsets')
 VARIANTS = (*NETWORKS, *CODECS, 'ohkm', 'smoke')
 EXCLUSIVE = (NETWORKS, CODECS)  # one at most of each; the first is the default
@@ -99,6 +101,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(name='cpm', num_stages=3, feat_channels=32, middle_channels=16,
                    stem_channels=32, stem_hidden_channels=128)
 
+  elif network == 'cpn':
+    # CPN-R50's layout at an eighth of the width (a step costs about 1.5x
+    # the HRNet's here). The port's supervision: Gaussians narrowing from
+    # the coarsest GlobalNet level to the finest, scaled so that RefineNet's
+    # is the base's sigma, and hard keypoint mining on RefineNet only.
+    # Outputs that end in BatchNorm start at unit variance x output_scale;
+    # Adam moves the BN scale by about the learning rate a step, too little
+    # in 3,000 steps to grow the published 1/255 to these maps' spread
+    # (about 0.1 at sigma 1.5): start there instead.
+    c.model.update(name='cpn', depth=50, width=8, pyramid_features=32,
+                   refine_planes=16, output_scale=0.1)
+    c.codec.stage_sigmas = cpn.stage_sigmas(c.codec.sigma)
+    c.loss.update(stage_weights=(1.0, 1.0, 1.0, 1.0, 2.0), ohkm_topk=8,
+                  ohkm_stages=(-1,))
+  elif network == 'mspn':
+    # Two stages of MSPN's layout at an eighth of the width; a step costs
+    # about 2.2x the HRNet's, so 2,000 steps keep the quickstart's time.
+    # The official coarse-to-fine supervision, scaled so that the last
+    # output's sigma is the base's.
+    c.model.update(name='mspn', num_stages=2, width=8, decoder_features=32,
+                   output_scale=0.1)  # as CPN's above
+    c.codec.stage_sigmas = mspn.stage_sigmas(2, c.codec.sigma)
+    c.loss.update(stage_weights=mspn.stage_weights(2), ohkm_topk=8,
+                  ohkm_stages=mspn.mined_outputs(2))
+    c.train.num_steps = 2000
+
   if codec == 'quarter':
     c.codec.refine = 'quarter'
   elif codec == 'udp':
@@ -110,8 +138,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if 'smoke' in variants:
     c.dataset.synthetic = dict(num_train=96, num_val=24, seed=0, image_size=(128, 128))
-    # The backbone of simple_baseline needs sides divisible by 32.
-    c.input.size = (64, 64) if network == 'simple_baseline' else (64, 48)
+    # ResNet backbones need sides divisible by 32.
+    c.input.size = ((64, 64) if network in ('simple_baseline', 'cpn', 'mspn')
+                    else (64, 48))
     c.input.shuffle_buffer = 256
     if network == 'hrnet':
       c.model.update(stem_width=16, widths=(8, 16), num_modules=(1,), num_blocks=1)

@@ -212,7 +212,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3,  # Adam
       warmup_steps=0,
-      schedule='step',  # 'step' (x decay_factor at decay_steps) or 'cosine'
+      schedule='step',  # 'step' (x decay_factor at decay_steps), 'cosine' or 'linear' (to 0)
       decay_steps=(),
       decay_factor=0.1,
       weight_decay=0.0,  # > 0: AdamW

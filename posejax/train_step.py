@@ -40,17 +40,20 @@ class TrainState:
 
 
 def make_schedule(optim_config, num_steps: int) -> optax.Schedule:
-  """Linear warm-up, then cosine to zero or step decay at fixed steps."""
+  """Linear warm-up, then cosine or linear decay to zero, or step decay at
+  fixed steps."""
   lr = optim_config.learning_rate
   warmup = optim_config.warmup_steps
   if optim_config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(lr, max(num_steps - warmup, 1))
+  elif optim_config.schedule == 'linear':  # MSPN's
+    main = optax.linear_schedule(lr, 0.0, max(num_steps - warmup, 1))
   elif optim_config.schedule == 'step':
     main = optax.piecewise_constant_schedule(
         lr, {int(b) - warmup: optim_config.decay_factor
              for b in optim_config.decay_steps})
   else:
-    raise ValueError(f"optim.schedule must be 'cosine' or 'step', got "
+    raise ValueError(f"optim.schedule must be 'cosine', 'linear' or 'step', got "
                      f'{optim_config.schedule!r}.')
   if warmup == 0:
     return main

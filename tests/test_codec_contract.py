@@ -32,6 +32,10 @@ def _cases():
     if name == 'heatmap':
       cases += [(name, dict(grid=g, refine=r)) for g in heatmap.GRIDS
                 for r in heatmap.REFINES]
+      # A target per supervised output (CPN, MSPN): the per-output maps
+      # flow through every check (tests/test_losses.py checks each output
+      # meets its own sigma).
+      cases.append((name, dict(stage_sigmas=(2.0, 2.0))))
     else:
       cases.append((name, {}))
   return cases
@@ -63,7 +67,8 @@ def _is_bottom_up(case):
 ALL_CASES = _cases()
 CASES = [c for c in ALL_CASES if not _is_bottom_up(c)]
 BOTTOM_UP_CASES = [c for c in ALL_CASES if _is_bottom_up(c)]
-_ids = lambda cases: [f'{n}-{"-".join(f.values())}' if f else n for n, f in cases]
+_ids = lambda cases: [f'{n}-{"-".join(map(str, f.values()))}' if f else n
+                      for n, f in cases]
 
 
 @pytest.fixture(params=CASES, ids=_ids(CASES))

@@ -64,3 +64,49 @@ def test_the_loss_mines_each_stage():
   mined = losses.Loss(ohkm_topk=1)([joint, joint])
   assert float(plain) == pytest.approx((0.5 + 0.5 * 4) / 3)
   assert float(mined) == pytest.approx(2 * 0.5 * 4)
+
+
+def test_only_the_chosen_outputs_are_mined():
+  joint = jnp.asarray([[0.1, 0.9, 0.3, 0.5]])
+  every, top = float(joint.mean()), 0.9
+  assert float(losses.Loss(ohkm_topk=1, ohkm_stages=(-1,))([joint, joint, joint])) == (
+      pytest.approx(2 * every + top))
+  assert float(losses.Loss(ohkm_topk=1, ohkm_stages=(0, 2))([joint, joint, joint])) == (
+      pytest.approx(2 * top + every))
+  # Validation losses mine nothing.
+  assert float(losses.Loss(ohkm_topk=1, ohkm_stages=(0,)).every_keypoint()([joint])) == (
+      pytest.approx(every))
+  with pytest.raises(ValueError, match='ohkm_stages has index 3'):
+    losses.Loss(ohkm_topk=1, ohkm_stages=(3,))([joint, joint])
+
+
+def test_each_output_is_scored_against_its_own_sigma():
+  codec = codecs.HeatmapCodec(input_size=(64, 48), stride=4, sigma=1.0,
+                              stage_sigmas=(3.0, 2.0, 1.0))
+  keypoints = jnp.asarray([[[20.0, 30.0], [10.0, 12.0]]])
+  targets, weights = codec.encode(keypoints, jnp.full((1, 2), 2))
+  assert len(targets) == 3
+  plain = codecs.HeatmapCodec(input_size=(64, 48), stride=4, sigma=3.0)
+  np.testing.assert_array_equal(targets[0], plain.encode(keypoints, jnp.full((1, 2), 2))[0])
+  # Wider Gaussians hold more mass; each output is exact against its own.
+  assert float(targets[0].sum()) > float(targets[1].sum()) > float(targets[2].sum())
+  per_output = codec.stage_losses(list(targets), targets, weights)
+  assert all(float(j.max()) == 0.0 for j in per_output)
+  swapped = codec.stage_losses([targets[2], targets[1], targets[0]], targets, weights)
+  assert float(swapped[0].min()) > 0 and float(swapped[1].max()) == 0.0
+  # The decoded output is the last, at `sigma`.
+  np.testing.assert_array_equal(codec.ideal_output(targets), targets[2])
+  with pytest.raises(ValueError, match='3 sigmas but the network returns 2'):
+    codec.stage_losses(list(targets[:2]), targets, weights)
+  with pytest.raises(ValueError, match='codec.sigma=2.0'):
+    codecs.HeatmapCodec(input_size=(64, 48), sigma=2.0, stage_sigmas=(3.0, 1.0))
+
+
+def test_linear_schedule_decays_to_zero_after_the_warm_up():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  optim = ml_collections.ConfigDict(dict(learning_rate=1.0, warmup_steps=10,
+                                         schedule='linear', decay_steps=(),
+                                         decay_factor=0.1))
+  schedule = train_step.make_schedule(optim, 110)
+  assert [float(schedule(s)) for s in (0, 5, 10, 60, 110)] == pytest.approx(
+      [0.0, 0.5, 1.0, 0.5, 0.0])

@@ -115,6 +115,28 @@ def test_recipe_variants_are_the_published_settings():
     load_config('simple_baseline_coco', 'r50,r101')
 
 
+def test_multi_stage_recipes_supervise_each_output_as_published():
+  cpn = load_config('cpn_coco')
+  # The port's 15, 11, 9, 7-pixel kernels on GlobalNet, 7 on RefineNet,
+  # mined on RefineNet only; Adam 5e-4 halved every 6 epochs.
+  assert tuple(cpn.codec.stage_sigmas) == (2.6, 2.0, 1.7, 1.4, 1.4)
+  assert (cpn.loss.ohkm_topk, tuple(cpn.loss.ohkm_stages)) == (8, (-1,))
+  assert (cpn.optim.learning_rate, cpn.optim.decay_factor) == (5e-4, 0.5)
+  assert tuple(cpn.optim.decay_steps) == tuple(1171 * e for e in range(6, 40, 6))
+  assert load_config('cpn_coco', 'r101,384x288').codec.stage_sigmas[0] == 3.8
+  mspn = load_config('mspn_coco')
+  assert (mspn.model.preset, len(mspn.codec.stage_sigmas)) == ('4stg', 16)
+  # Coarse to fine: the last stage one kernel finer, its finest decoded.
+  assert tuple(mspn.codec.stage_sigmas[:4]) == (2.6, 2.0, 1.7, 1.4)
+  assert tuple(mspn.codec.stage_sigmas[-4:]) == (2.0, 1.7, 1.4, 1.1)
+  assert mspn.codec.sigma == 1.1
+  assert tuple(mspn.loss.ohkm_stages) == (3, 7, 11, 15)
+  assert tuple(mspn.loss.stage_weights[:4]) == (0.5, 0.5, 0.5, 2.0)
+  assert (mspn.optim.schedule, mspn.train.num_steps) == ('linear', 96_000)
+  one = load_config('mspn_coco', '1stg')
+  assert (one.model.preset, len(one.codec.stage_sigmas)) == ('1stg', 4)
+
+
 # ---------------------------------------------------------- tiny, compiled
 
 @functools.cache
@@ -307,6 +329,18 @@ def test_bottom_up_recipe_trains_and_scores_without_boxes(name, fixtures, tmp_pa
     results = json.load(f)
   assert all(len(r['keypoints']) == 3 * 17 for r in results)
   assert (out / 'predictions.png').is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['cpn_coco', 'mspn_coco'])
+def test_multi_stage_recipe_trains_and_scores(name, fixtures, tmp_path):
+  from posejax import train
+  config = fixtures(smoke(name))
+  config.eval.boxes = 'ground_truth'
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert {'AP', 'AP50', 'AR', 'PCK@0.1'} <= set(metrics)
+  assert all(np.isfinite(v) for v in metrics.values())
+  assert (tmp_path / 'eval' / f'step_{config.train.num_steps}' / 'predictions.png').is_file()
 
 
 def test_postprocess_rescores_and_merges_near_duplicates():

@@ -98,6 +98,16 @@ def heatmap_to_input(xy: jax.Array, stride: int, grid: str = 'centred',
   return xy * scale + offset
 
 
+def kernel_sigma(kernel_size: int) -> float:
+  """The sigma OpenCV gives a Gaussian blur of `kernel_size` with sigma 0.
+
+  CPN's and MSPN's reference code render targets by blurring a one-pixel
+  peak with `cv2.GaussianBlur(maps, (k, k), 0)`, so their published kernels
+  (15, 11, 9, 7, 5) are these sigmas (2.6, 2.0, 1.7, 1.4, 1.1 map pixels).
+  """
+  return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+
+
 def keypoints_on_map(keypoints, visibility, heatmap_size, stride, grid):
   """Keypoints in heatmap pixels (x, y) and their target weights (..., K).
 

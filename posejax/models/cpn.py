@@ -17,7 +17,11 @@ of the published TensorFlow code:
               a 3x3 conv to the keypoints, BN: the fifth output
 
 The refine bottlenecks are the port's: expansion 2 (128 -> 256 channels)
-and always a projection shortcut. Every convolution is bias-free and
+and always a projection shortcut. Every output ends in a BatchNorm, which
+starts it at unit variance: the port trains it against heatmaps that peak
+at 255, posejax's peak at 1, so the outputs are divided by 255
+(`output_scale`). Adam is blind to the loss's scale, so the same weights
+follow the same trajectory, and the port's weights give its maps / 255. Every convolution is bias-free and
 initialised N(0, 2 / (k * k * out)) (the port's, torchvision's kaiming
 fan-out).
 
@@ -43,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from posejax.codecs import heatmap
 from posejax.models import common
 from posejax.models import simple_baseline
 
@@ -52,6 +57,24 @@ CPN_PRESETS = {
 }
 
 _init = simple_baseline.resnet_kernel_init
+
+# The port's target kernels (cv2.GaussianBlur sizes): the GlobalNet levels
+# from the coarsest, then RefineNet; at 256x192 (64x48 maps) and 384x288.
+TARGET_KERNELS = (15, 11, 9, 7, 7)
+TARGET_KERNELS_384 = (23, 17, 13, 9, 9)
+
+
+def stage_sigmas(finest: float | None = None,
+                 kernels: Sequence[int] = TARGET_KERNELS) -> tuple[float, ...]:
+  """Each output's target sigma (`codec.stage_sigmas`), in map pixels.
+
+  The port's (2.6, 2.0, 1.7, 1.4, 1.4) at 64x48 maps (`TARGET_KERNELS_384`:
+  3.8, 2.9, 2.3, 1.7, 1.7); with `finest`, scaled so that the last is
+  `finest` (for other map sizes).
+  """
+  sigmas = [heatmap.kernel_sigma(k) for k in kernels]
+  scale = 1.0 if finest is None else finest / sigmas[-1]
+  return tuple(round(s * scale, 3) for s in sigmas)
 
 
 class RefineBottleneck(common.Bottleneck):
@@ -128,6 +151,8 @@ class CPN(nn.Module):
     width: the ResNet's stem width (64 published; smaller for tests).
     pyramid_features: GlobalNet's channels (256 published).
     refine_planes: the RefineNet bottlenecks' inner channels (128).
+    output_scale: multiplies every output (1/255: the port's peak-255
+      targets as posejax's peak-1 ones; see the module docstring).
     dtype: computation dtype (params stay float32; outputs are float32).
   """
 
@@ -136,6 +161,7 @@ class CPN(nn.Module):
   width: int = 64
   pyramid_features: int = 256
   refine_planes: int = 128
+  output_scale: float = 1 / 255
   dtype: common.Dtype = jnp.float32
 
   def __post_init__(self):
@@ -164,7 +190,7 @@ class CPN(nn.Module):
                                      levels, output_size, train)
     refined = RefineNet(self.num_keypoints, self.refine_planes, self.dtype,
                         name='refine_net')(pyramid, output_size, train)
-    return [y.astype(jnp.float32) for y in (*outputs, refined)]
+    return [self.output_scale * y.astype(jnp.float32) for y in (*outputs, refined)]
 
 
 class ResNet(nn.Module):

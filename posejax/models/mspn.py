@@ -22,7 +22,12 @@ The structure and parameter names of the official megvii-research/MSPN
              finest decoder feature to 64 channels, ReLU), the next stage's
              input
 
-Every convolution has a bias and a BatchNorm (the official `conv_bn_relu`).
+Every convolution has a bias and a BatchNorm (the official `conv_bn_relu`),
+the outputs' too, which starts them at unit variance: the official code
+trains them against heatmaps that peak at 255, posejax's peak at 1, so the
+outputs are divided by 255 (`output_scale`). Adam is blind to the loss's
+scale, so the same weights follow the same trajectory, and the official
+weights give the official maps / 255.
 The first stage's encoder is ResNet-50; `posejax.pretrained` loads
 torchvision's ImageNet ResNet-50 into it (`torch_file_key`), as the official
 code's `resnet-50_rename.pth`.
@@ -50,6 +55,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from posejax.codecs import heatmap
 from posejax.models import common
 from posejax.models import simple_baseline
 
@@ -63,6 +69,36 @@ MSPN_PRESETS = {
 # Official init of the encoder: kaiming normal, fan_out, ReLU gain.
 _init = simple_baseline.resnet_kernel_init
 _ENCODER_BLOCKS = simple_baseline.RESNET_STAGE_BLOCKS[50]
+
+# The official target kernels (cv2.GaussianBlur sizes, 64x48 maps): a stage's
+# four outputs from the coarsest take the first four, the last stage's the
+# last four (LOSS.COARSE_TO_FINE).
+TARGET_KERNELS = (15, 11, 9, 7, 5)
+
+
+def stage_sigmas(num_stages: int, finest: float | None = None) -> tuple[float, ...]:
+  """Each output's target sigma (`codec.stage_sigmas`), in map pixels.
+
+  The official (2.6, 2.0, 1.7, 1.4) per stage and (2.0, 1.7, 1.4, 1.1) for
+  the last at 64x48 maps; with `finest`, scaled so that the last is
+  `finest`.
+  """
+  sigmas = [heatmap.kernel_sigma(k) for k in TARGET_KERNELS]
+  scale = 1.0 if finest is None else finest / sigmas[-1]
+  stages = [sigmas[:4]] * (num_stages - 1) + [sigmas[1:]]
+  return tuple(round(s * scale, 3) for stage in stages for s in stage)
+
+
+def stage_weights(num_stages: int) -> tuple[float, ...]:
+  """`loss.stage_weights` equal to the official loss: its unhalved MSE is
+  twice posejax's halved one, and a stage's three coarser outputs weigh a
+  quarter."""
+  return (0.5, 0.5, 0.5, 2.0) * num_stages
+
+
+def mined_outputs(num_stages: int) -> tuple[int, ...]:
+  """`loss.ohkm_stages`: each stage's finest output, as the official loss."""
+  return tuple(4 * s + 3 for s in range(num_stages))
 
 
 class ConvBNReLU(nn.Module):
@@ -170,6 +206,8 @@ class MSPN(nn.Module):
     width: the stem's and the first encoder level's planes, and the
       cross-stage input's channels (64 published; smaller for tests).
     decoder_features: the decoders' channels (UPSAMPLE_CHANNEL_NUM, 256).
+    output_scale: multiplies every output (1/255: the official peak-255
+      targets as posejax's peak-1 ones; see the module docstring).
     dtype: computation dtype (params stay float32; outputs are float32).
   """
 
@@ -177,6 +215,7 @@ class MSPN(nn.Module):
   num_stages: int = 4
   width: int = 64
   decoder_features: int = 256
+  output_scale: float = 1 / 255
   dtype: common.Dtype = jnp.float32
 
   def __post_init__(self):
@@ -204,7 +243,7 @@ class MSPN(nn.Module):
           self.num_keypoints, self.decoder_features, make_skips=not last,
           cross_features=self.width, dtype=self.dtype, name=f'stage{s}_upsample')(levels, output_size, train)
       outputs.extend(stage_outputs)
-    return [y.astype(jnp.float32) for y in outputs]
+    return [self.output_scale * y.astype(jnp.float32) for y in outputs]
 
 
 def torch_state_dict_key(path: Sequence[str]) -> str:

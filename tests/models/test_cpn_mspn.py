@@ -114,8 +114,9 @@ def test_cpn_gives_the_pytorch_ports_outputs():
   ours, (global_outs, refined) = _torch_parity(theirs, model, (64, 64))
   expected = [*global_outs, refined]
   assert len(ours) == len(expected) == 5
+  # posejax's maps are the reference's / 255 (peak-1 targets, `output_scale`).
   for a, b in zip(ours, expected):
-    b = b.numpy().transpose(0, 2, 3, 1)
+    b = b.numpy().transpose(0, 2, 3, 1) / 255
     np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=0)
 
 
@@ -129,8 +130,9 @@ def test_mspn_gives_the_official_outputs():
   model = mspn.MSPN(num_keypoints=5, num_stages=2, width=8, decoder_features=16)
   ours, expected = _torch_parity(theirs, model, (64, 64))
   assert len(ours) == len(expected) == 8
+  # posejax's maps are the reference's / 255 (peak-1 targets, `output_scale`).
   for a, b in zip(ours, expected):
-    b = b.numpy().transpose(0, 2, 3, 1)
+    b = b.numpy().transpose(0, 2, 3, 1) / 255
     np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=0)
 
 
