@@ -75,10 +75,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if 'smoke' in variants:
     config_lib.smoke(c, SMOKE_INPUT)
-    # The smoke network's stages (models.NETWORKS['mspn'].smoke).
-    smoke_stages = c.model.num_stages
-    c.codec.stage_sigmas = mspn.stage_sigmas(smoke_stages)
-    c.codec.sigma = c.codec.stage_sigmas[-1]
-    c.loss.update(stage_weights=mspn.stage_weights(smoke_stages),
-                  ohkm_stages=mspn.mined_outputs(smoke_stages))
   return c

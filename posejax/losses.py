@@ -118,7 +118,7 @@ class Loss:
 
 def loss_from_config(loss_config) -> Loss:
   stage_weights = loss_config.stage_weights
-  ohkm_stages = loss_config.get('ohkm_stages')
+  ohkm_stages = loss_config.ohkm_stages
   return Loss(stage_weights=None if stage_weights is None else tuple(stage_weights),
               ohkm_topk=loss_config.ohkm_topk, ohkm_scope=loss_config.ohkm_scope,
               ohkm_stages=None if ohkm_stages is None else tuple(int(i) for i in ohkm_stages))

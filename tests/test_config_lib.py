@@ -324,7 +324,8 @@ def test_smoke_inputs_are_those_the_recipes_were_tested_at():
       'hourglass_mpii': (32, 32), 'cpm_fashionai': (32, 32),
       'hourglass_facial_keypoints': (16, 16), 'hrnet_wflw': (32, 32),
       'fashionai_champion': (64, 64), 'higherhrnet_coco': (64, 64),
-      'ae_hourglass_coco': (64, 64), 'openpose_coco': (64, 64)}
+      'ae_hourglass_coco': (64, 64), 'openpose_coco': (64, 64),
+      'cpn_coco': (64, 64), 'mspn_coco': (64, 64)}
 
 
 def test_synthetic_smoke_keeps_its_data_and_narrows_any_network():

@@ -425,4 +425,4 @@ def from_config(config, num_keypoints: int) -> HeatmapCodec:
       input_size=tuple(config.input.size), stride=config.codec.stride,
       sigma=config.codec.sigma, refine=config.codec.refine,
       grid=config.codec.grid, flip_shift=config.eval.flip_shift,
-      stage_sigmas=tuple(float(s) for s in config.codec.get('stage_sigmas') or ()))
+      stage_sigmas=tuple(float(s) for s in config.codec.stage_sigmas or ()))

@@ -88,7 +88,7 @@ NETWORKS: dict[str, Network] = {
     # Four outputs per stage, each stage's from the coarsest decoder unit.
     'mspn': Network(
         MSPN, MSPN_PRESETS, usual_input=((256, 192), 17),
-        smoke=dict(num_stages=2, width=8, decoder_features=8)),
+        smoke=dict(width=8, decoder_features=8)),
     'hourglass': Network(
         StackedHourglass, HOURGLASS_PRESETS,
         usual_input=((256, 256), 16),  # MPII
