@@ -194,7 +194,8 @@ def test_udp_grid_round_trip_and_exact_flip():
 def test_udp_grid_needs_the_udp_crop():
   import ml_collections
   config = ml_collections.ConfigDict(dict(
-      codec=dict(name='heatmap', stride=4, sigma=2.0, refine='dark', grid='udp'),
+      codec=dict(name='heatmap', stride=4, sigma=2.0, refine='dark', grid='udp',
+                 stage_sigmas=()),
       input=dict(size=(64, 48), crop='centred'), eval=dict(flip_shift=False)))
   with pytest.raises(ValueError, match="UDP's heatmap grid and crop go together"):
     codecs.codec_from_config(config, 17)
