@@ -104,7 +104,7 @@ class AsymmetricHourglass(nn.Module):
     x = common.conv(self.width, 7, strides=2, dtype=self.dtype,
                     kernel_init=resnet_kernel_init, name='conv1')(x)
     x = common.relu(common.batch_norm(train, dtype=self.dtype, name='bn1')(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = common.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     planes = (self.width, 2 * self.width, 4 * self.width, self.layer4_planes)
     strides = (1, 2, 1, 1)
     dilations = (1, 1, 2, 4)

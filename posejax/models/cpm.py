@@ -91,7 +91,7 @@ class ConvModule(nn.Module):
 
 def _max_pool(x: jax.Array) -> jax.Array:
   # PyTorch MaxPool2d(3, stride=2, padding=1): -inf padding, ceil(H / 2).
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  return common.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
 class CpmBlock(nn.Module):

@@ -178,7 +178,7 @@ class Hourglass(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     up1 = Residual(self.features, dtype=self.dtype, name='up1')(x, train)
-    low = nn.max_pool(x, (2, 2), strides=(2, 2))
+    low = common.max_pool(x, (2, 2), strides=(2, 2))
     low = Residual(self.features, dtype=self.dtype, name='low1')(low, train)
     if self.depth > 1:
       low = Hourglass(self.depth - 1, self.features, dtype=self.dtype,
@@ -269,7 +269,7 @@ class StackedHourglass(nn.Module):
                   relu=True, dtype=self.dtype, name='pre_0')(x, train)
     x = Residual(PRE_WIDTHS[1], dtype=self.dtype, name='pre_1')(x, train)
     if self.stride == 4:
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = common.max_pool(x, (2, 2), strides=(2, 2))
     x = Residual(PRE_WIDTHS[1], dtype=self.dtype, name='pre_3')(x, train)
     x = Residual(self.features, dtype=self.dtype, name='pre_4')(x, train)
 

@@ -233,7 +233,7 @@ class MSPN(nn.Module):
     output_size = (x.shape[1] // 4, x.shape[2] // 4)
     x = ConvBNReLU(self.width, 7, strides=2, dtype=self.dtype,
                    name='top_conv')(x.astype(self.dtype), train)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = common.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     outputs, skips = [], None
     for s in range(self.num_stages):
       last = s == self.num_stages - 1

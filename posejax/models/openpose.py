@@ -100,7 +100,7 @@ class Trunk(nn.Module):
       for name in names:
         x = _hidden(x, width, 3, name, self.norm, train, self.dtype)
       if block < self.pools:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = common.max_pool(x, (2, 2), strides=(2, 2))
     for i, width in enumerate(self.cpm_widths):
       x = _hidden(x, width, 3, f'conv4_{i + 3}_CPM', self.norm, train, self.dtype)
     return x

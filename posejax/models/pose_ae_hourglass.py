@@ -64,7 +64,7 @@ class Hourglass(nn.Module):
   def __call__(self, x):
     wider = self.features + self.increase
     up1 = Conv(self.features, dtype=self.dtype, name='up1')(x)
-    low = nn.max_pool(x, (2, 2), strides=(2, 2))
+    low = common.max_pool(x, (2, 2), strides=(2, 2))
     low = Conv(wider, dtype=self.dtype, name='low1')(low)
     if self.depth > 1:
       low = Hourglass(self.depth - 1, wider, self.increase, dtype=self.dtype,
@@ -119,7 +119,7 @@ class PoseAEHourglass(nn.Module):
     d = self.dtype
     x = Conv(64, 7, strides=2, dtype=d, name='pre_0')(x)
     x = Conv(128, dtype=d, name='pre_1')(x)
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = common.max_pool(x, (2, 2), strides=(2, 2))
     x = Conv(128, dtype=d, name='pre_3')(x)
     x = Conv(self.features, dtype=d, name='pre_4')(x)
     outputs = []

@@ -194,7 +194,7 @@ def resnet_features(x: jax.Array, train: bool, *, depth: int, width: int = 64,
                   kernel_init=resnet_kernel_init, name='conv1')(x)
   x = common.batch_norm(train, dtype=dtype, name='bn1')(x)
   x = common.relu(x)
-  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  x = common.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
   # The first block of stages 2-4 halves the resolution.
   features = []
