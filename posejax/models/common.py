@@ -331,7 +331,8 @@ def resize_bilinear_aligned(x: jax.Array, size: Sequence[int]) -> jax.Array:
   interpolation matrices, one per axis, each applied as a batched matrix
   product that keeps the channels innermost: a single three-operand einsum
   let XLA:CPU move the channels out and back in the backward pass, strided
-  copies that took 0.4 of CPN-R50's 2.5 s train step at batch 8.
+  copies of about 0.3 s in CPN-R50's train step at 256x192, batch 8 (2.52 s
+  per step before, 2.37 s after).
   """
   n, h, w, c = x.shape
   height, width = size
