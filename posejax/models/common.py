@@ -124,15 +124,17 @@ def conv(features: int,
 def batch_norm(train: bool,
                *,
                dtype: Dtype = jnp.float32,
+               scale_init: float = 1.0,
                name: str | None = None) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's defaults; batch statistics only in training."""
+  """BatchNorm with PyTorch's defaults (scale 1, bias 0; `scale_init`
+  replaces the 1); batch statistics only in training."""
   return nn.BatchNorm(
       use_running_average=not train,
       momentum=BN_MOMENTUM,
       epsilon=BN_EPSILON,
       dtype=dtype,
       param_dtype=jnp.float32,
-      scale_init=nn.initializers.ones,
+      scale_init=nn.initializers.constant(scale_init),
       bias_init=nn.initializers.zeros,
       name=name)
 

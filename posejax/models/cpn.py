@@ -21,7 +21,14 @@ and always a projection shortcut. Every output ends in a BatchNorm, which
 starts it at unit variance: the port trains it against heatmaps that peak
 at 255, posejax's peak at 1, so the outputs are divided by 255
 (`output_scale`). Adam is blind to the loss's scale, so the same weights
-follow the same trajectory, and the port's weights give its maps / 255. Every convolution is bias-free and
+follow the same trajectory, and the port's weights give its maps / 255.
+That start suits the port's 40 COCO epochs, not a short schedule: Adam
+moves a BatchNorm scale by about the learning rate a step, so the scale
+stays near 1 where the fit needs tens (output_scale 1/255) and the loss
+hardly falls, or it collapses toward 0 under the unit-variance noise
+(output_scale 1). `output_norm_init=0` with `output_scale=1` starts every
+output at zero, as a plain final convolution does (the synthetic variant:
+AP 0.372 against 0.170; docs/results.md). Every convolution is bias-free and
 initialised N(0, 2 / (k * k * out)) (the port's, torchvision's kaiming
 fan-out).
 
@@ -88,6 +95,7 @@ class GlobalNet(nn.Module):
 
   num_keypoints: int
   features: int = 256
+  output_norm_init: float = 1.0
   dtype: common.Dtype = jnp.float32
 
   @nn.compact
@@ -96,8 +104,9 @@ class GlobalNet(nn.Module):
       return common.conv(features, kernel, dtype=self.dtype, kernel_init=_init,
                          name=name)
 
-    def bn(name):
-      return common.batch_norm(train, dtype=self.dtype, name=name)
+    def bn(name, scale_init=1.0):
+      return common.batch_norm(train, dtype=self.dtype, scale_init=scale_init,
+                               name=name)
 
     pyramid, outputs = [], []
     for i, level in enumerate(levels):
@@ -114,7 +123,7 @@ class GlobalNet(nn.Module):
           conv(self.features, 1, f'predict_{i}_0')(feature)))
       y = conv(self.num_keypoints, 3, f'predict_{i}_3')(y)
       y = common.resize_bilinear_aligned(y, output_size)
-      outputs.append(bn(f'predict_{i}_5')(y))
+      outputs.append(bn(f'predict_{i}_5', self.output_norm_init)(y))
     return pyramid, outputs
 
 
@@ -123,6 +132,7 @@ class RefineNet(nn.Module):
 
   num_keypoints: int
   planes: int = 128
+  output_norm_init: float = 1.0
   dtype: common.Dtype = jnp.float32
 
   @nn.compact
@@ -138,7 +148,8 @@ class RefineNet(nn.Module):
     y = block('final_predict_0')(jnp.concatenate(upsampled, axis=-1), train)
     y = common.conv(self.num_keypoints, 3, dtype=self.dtype, kernel_init=_init,
                     name='final_predict_1')(y)
-    return common.batch_norm(train, dtype=self.dtype, name='final_predict_2')(y)
+    return common.batch_norm(train, dtype=self.dtype, scale_init=self.output_norm_init,
+                             name='final_predict_2')(y)
 
 
 class CPN(nn.Module):
@@ -153,6 +164,8 @@ class CPN(nn.Module):
     refine_planes: the RefineNet bottlenecks' inner channels (128).
     output_scale: multiplies every output (1/255: the port's peak-255
       targets as posejax's peak-1 ones; see the module docstring).
+    output_norm_init: the initial scale of the BatchNorm that ends every
+      output (1 as published; see the module docstring).
     dtype: computation dtype (params stay float32; outputs are float32).
   """
 
@@ -162,6 +175,7 @@ class CPN(nn.Module):
   pyramid_features: int = 256
   refine_planes: int = 128
   output_scale: float = 1 / 255
+  output_norm_init: float = 1.0
   dtype: common.Dtype = jnp.float32
 
   def __post_init__(self):
@@ -186,9 +200,10 @@ class CPN(nn.Module):
         x.astype(self.dtype), train)
     levels = features[::-1]  # C5 first, as the port
     pyramid, outputs = GlobalNet(self.num_keypoints, self.pyramid_features,
-                                 self.dtype, name='global_net')(
-                                     levels, output_size, train)
-    refined = RefineNet(self.num_keypoints, self.refine_planes, self.dtype,
+                                 self.output_norm_init, self.dtype,
+                                 name='global_net')(levels, output_size, train)
+    refined = RefineNet(self.num_keypoints, self.refine_planes,
+                        self.output_norm_init, self.dtype,
                         name='refine_net')(pyramid, output_size, train)
     return [self.output_scale * y.astype(jnp.float32) for y in (*outputs, refined)]
 

@@ -71,6 +71,46 @@ def test_every_output_is_a_quarter_resolution_heatmap(name, fields, expected):
   assert [s.shape for s in shapes] == [(2, 16, 24, 5)] * expected
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('name, fields', [
+    ('cpn', dict(width=8, pyramid_features=16, refine_planes=8)),
+    ('mspn', dict(num_stages=2, width=8, decoder_features=16)),
+])
+def test_output_norm_init_zero_starts_every_output_at_zero_and_still_learns(
+    name, fields):
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  published = models.build_model({'name': name, **fields}, 3)
+  zero = models.build_model({'name': name, **fields, 'output_scale': 1.0,
+                             'output_norm_init': 0.0}, 3)
+  # Same parameters but the output BatchNorms' scales, which start at 0.
+  ones = published.init(jax.random.key(0), x)
+  zeros = zero.init(jax.random.key(0), x)
+  flat_ones = traverse_util.flatten_dict(ones['params'])
+  flat_zeros = traverse_util.flatten_dict(zeros['params'])
+  changed = [path for path in flat_ones
+             if not np.array_equal(flat_ones[path], flat_zeros[path])]
+  assert changed and all(path[-1] == 'scale' for path in changed)
+
+  def train_outputs(model, variables, params):
+    return model.apply({**variables, 'params': params}, x, train=True,
+                       mutable=['batch_stats'])[0]
+
+  # The scales get a gradient although every output is zero, so training
+  # leaves the start.
+  def outputs_and_grads(params):
+    loss = lambda p: sum(((y - 0.5) ** 2).mean()
+                         for y in train_outputs(zero, zeros, p))
+    return (train_outputs(zero, zeros, params),
+            train_outputs(published, ones, ones['params']), jax.grad(loss)(params))
+
+  outputs, published_outputs, grads = outputs_and_grads(zeros['params'])
+  assert len(changed) == len(outputs)  # one per output
+  assert all(np.all(np.asarray(y) == 0) for y in outputs)
+  assert all(np.std(np.asarray(y)) > 0 for y in published_outputs)
+  grads = traverse_util.flatten_dict(grads)
+  assert all(np.abs(grads[path]).max() > 0 for path in changed)
+
+
 @pytest.mark.parametrize('name', ['cpn', 'mspn'])
 def test_inputs_not_divisible_by_32_are_a_clear_error(name):
   model = models.build_model({'name': name, **models.NETWORKS[name].smoke}, 5)
