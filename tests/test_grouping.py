@@ -113,6 +113,7 @@ def test_max_pool_equals_a_window_maximum():
   np.testing.assert_array_equal(pooled, expected)
 
 
+@pytest.mark.slow
 def test_multi_scale_of_agreeing_scales_finds_the_single_scale_people():
   """Scales whose maps agree average to the same heatmaps and repeat the
   tags: the same people as one scale; and the scaled inputs divide by 64."""
