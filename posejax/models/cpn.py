@@ -26,9 +26,10 @@ That start suits the port's 40 COCO epochs, not a short schedule: Adam
 moves a BatchNorm scale by about the learning rate a step, so the scale
 stays near 1 where the fit needs tens (output_scale 1/255) and the loss
 hardly falls; unscaled (output_scale 1), the unit-variance start did not
-train at all in the synthetic variant (PCK 0.303, the mean pose's 0.325). `output_norm_init=0` with `output_scale=1` starts every
-output at zero, as a plain final convolution does (the synthetic variant:
-AP 0.372 against 0.170; docs/results.md). Every convolution is bias-free and
+train at all in the synthetic variant (PCK 0.303, the mean pose's 0.325).
+`output_norm_init=0` with `output_scale=1` starts every output at zero, as
+a plain final convolution does (the synthetic variant: AP 0.372 against
+0.170; docs/results.md). Every convolution is bias-free and
 initialised N(0, 2 / (k * k * out)) (the port's, torchvision's kaiming
 fan-out).
 
